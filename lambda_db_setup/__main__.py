@@ -1,0 +1,7 @@
+"""Entry point of ``python -m lambda_db_setup``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

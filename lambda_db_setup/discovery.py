@@ -1,0 +1,175 @@
+"""Find migration files, order them as node-pg-migrate does, and load one only when it must run.
+
+A migration's name is its file name without extension (what ``pgmigrations.name`` holds). Files are
+read lazily: listing 10,000 files reads none of them; the checksum reads a file; loading imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+
+from .builder import MigrationBuilder
+from .errors import MigrationFileError
+from .sqltext import SqlSections, parse_sections, split_statements
+
+FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(?P<kind>py|sql)$")
+MAX_NAME_LENGTH = 255  # pgmigrations.name is varchar(255)
+Direction = str  # "up" or "down"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file; cheap to create, reads the file only when asked."""
+
+    name: str
+    path: Path
+    timestamp: int
+    kind: str
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def checksum(self) -> str:
+        """SHA-256 of the file's bytes: what drift detection compares with the recorded one."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def build(self, direction: Direction) -> MigrationBuilder:
+        """Run the file's ``up``/``down`` against a fresh builder and return the collected SQL."""
+        builder = MigrationBuilder()
+        if self.kind == "sql":
+            self._build_sql(builder, direction)
+        else:
+            self._build_python(builder, direction)
+        return builder
+
+    def has_down(self) -> bool:
+        if self.kind == "sql":
+            return self._sections.down is not None
+        return callable(getattr(self._module, "down", None))
+
+    def _build_sql(self, builder: MigrationBuilder, direction: Direction) -> None:
+        sections = self._sections
+        text = sections.up if direction == "up" else sections.down
+        if text is None:
+            raise MigrationFileError(f"{self.file_name}: no '-- Down Migration' section", migration=self.name)
+        if not sections.use_transaction:
+            builder.no_transaction()
+        for statement in split_statements(text):
+            builder.sql(statement)
+
+    def _build_python(self, builder: MigrationBuilder, direction: Direction) -> None:
+        function: Callable[[MigrationBuilder], object] | None = getattr(self._module, direction, None)
+        if not callable(function):
+            raise MigrationFileError(f"{self.file_name}: no {direction}(pgm) function", migration=self.name)
+        try:
+            function(builder)
+        except Exception as error:
+            raise MigrationFileError(
+                f"{self.file_name}: {direction}(pgm) raised {type(error).__name__}: {error}", migration=self.name
+            ) from error
+
+    @cached_property
+    def _sections(self) -> SqlSections:
+        return parse_sections(self._read_text(), self.file_name)
+
+    def _read_text(self) -> str:
+        try:
+            return self.path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise MigrationFileError(
+                f"{self.file_name}: not valid UTF-8 (byte {error.start})", migration=self.name
+            ) from error
+        except OSError as error:
+            raise MigrationFileError(f"{self.file_name}: cannot read: {error.strerror}", migration=self.name) from error
+
+    @cached_property
+    def _module(self) -> ModuleType:
+        return _import_file(self)
+
+
+def _import_file(migration: Migration) -> ModuleType:
+    """Import a Python migration as a private module (never put into ``sys.modules``)."""
+    module_name = f"_pgmigration_{migration.name}"
+    spec = importlib.util.spec_from_file_location(module_name, migration.path)
+    if spec is None or spec.loader is None:
+        raise MigrationFileError(f"{migration.file_name}: cannot be imported", migration=migration.name)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise MigrationFileError(
+            f"{migration.file_name}: line {error.lineno}: {error.msg}", migration=migration.name
+        ) from error
+    except Exception as error:
+        raise MigrationFileError(
+            f"{migration.file_name}: import failed: {type(error).__name__}: {error}", migration=migration.name
+        ) from error
+    if not callable(getattr(module, "up", None)):
+        raise MigrationFileError(f"{migration.file_name}: no up(pgm) function", migration=migration.name)
+    return module
+
+
+def parse_timestamp(prefix: str) -> int:
+    """node-pg-migrate's rule: a 17-digit prefix is UTC yyyyMMddHHmmssSSS, anything else is a number (ms)."""
+    if len(prefix) == 17:
+        try:
+            moment = datetime.strptime(prefix[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            return int(prefix)
+        return int(moment.timestamp() * 1000) + int(prefix[14:])
+    return int(prefix)
+
+
+def parse_file_name(path: Path) -> Migration:
+    """A `Migration` for a file name that follows ``{timestamp}_{snake_case_name}.py|.sql``."""
+    match = FILE_NAME.match(path.name)
+    if match is None:
+        raise MigrationFileError(
+            f"{path.name}: not a migration file name; expected {{unix-ms-timestamp}}_{{snake_case_name}}.py or .sql"
+        )
+    name = path.name.rsplit(".", 1)[0]
+    if len(name) > MAX_NAME_LENGTH:
+        raise MigrationFileError(f"{path.name}: name longer than {MAX_NAME_LENGTH} characters")
+    return Migration(name=name, path=path, timestamp=parse_timestamp(match["prefix"]), kind=match["kind"])
+
+
+def is_candidate(path: Path) -> bool:
+    """Files the runner looks at: `.py`/`.sql` not starting with '_' or '.' (helpers and caches are skipped)."""
+    return path.suffix in (".py", ".sql") and not path.name.startswith(("_", ".")) and path.is_file()
+
+
+def discover(directory: Path) -> list[Migration]:
+    """All migrations in ``directory``, ordered by timestamp then name; bad or clashing names are errors."""
+    if not directory.is_dir():
+        raise MigrationFileError(f"migrations directory {directory} does not exist")
+    migrations = sorted(
+        (parse_file_name(path) for path in directory.iterdir() if is_candidate(path)),
+        key=lambda migration: (migration.timestamp, migration.name),
+    )
+    by_name: dict[str, Migration] = {}
+    by_timestamp: dict[int, Migration] = {}
+    for migration in migrations:
+        if (twin := by_name.get(migration.name)) is not None:
+            raise MigrationFileError(
+                f"{twin.file_name} and {migration.file_name}: two files for migration {migration.name}",
+                migration=migration.name,
+            )
+        if (twin := by_timestamp.get(migration.timestamp)) is not None:
+            raise MigrationFileError(
+                f"{twin.file_name} and {migration.file_name} have the same timestamp {migration.timestamp};"
+                " give one a new timestamp",
+                migration=migration.name,
+            )
+        by_name[migration.name] = migration
+        by_timestamp[migration.timestamp] = migration
+    return migrations

@@ -1,0 +1,554 @@
+"""The migration engine: discover -> plan -> lock -> apply -> result. Knows PostgreSQL, not AWS or shells.
+
+Every migration runs in its own transaction together with its ``pgmigrations`` row, so a failure leaves
+no trace of it; migrations that call ``pgm.no_transaction()`` run statement by statement instead.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.sql import Composable
+
+from . import lock, tracking
+from .builder import MigrationBuilder
+from .discovery import Migration, discover, parse_file_name
+from .errors import (
+    DataLossError,
+    DriftError,
+    LockContentionError,
+    MigrationError,
+    MigrationFailedError,
+    MigrationFileError,
+    OrderError,
+)
+from .sqltext import dropped_tables, is_transaction_control
+from .tracking import AppliedRow
+
+LOCK_NOT_AVAILABLE = "55P03"
+STATEMENT_EXCERPT = 300
+ROW_COUNT_CAP = 1_000_000
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a run behaves; adapters fill it from flags or environment variables."""
+
+    lock_wait_seconds: float = 30.0
+    lock_poll_seconds: float = 0.5
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 0
+    lock_retries: int = 3
+    lock_retry_backoff_seconds: float = 1.0
+    deadline: float | None = None
+    start_margin_seconds: float = 10.0
+    allow_ahead: bool = False
+    application_name: str = "lambda_db_setup"
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    """One migration that ran (or, in a dry run, would run), and how long it took."""
+
+    name: str
+    duration_ms: float
+    direction: str = "up"
+    sql: tuple[str, ...] = ()
+
+
+@dataclass
+class RunResult:
+    """What a run did; adapters log it."""
+
+    applied: list[MigrationOutcome] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    ahead: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def last_applied(self) -> str | None:
+        return self.applied[-1].name if self.applied else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Files compared with ``pgmigrations``: what is applied, pending, missing, ahead or drifted."""
+
+    migrations: list[Migration]
+    applied: list[AppliedRow]
+    table_exists: bool
+    pending: list[Migration]
+    missing: list[str]
+    ahead: list[str]
+    drifted: list[str]
+    out_of_order: tuple[str, str] | None
+
+    def check(self, *, allow_ahead: bool) -> None:
+        """Refuse to run on a history that does not match the files (node-pg-migrate's rules, plus drift)."""
+        if self.missing:
+            raise OrderError(
+                f"applied migration {self.missing[0]} has no file any more"
+                f"{' (nor ' + ', '.join(self.missing[1:]) + ')' if len(self.missing) > 1 else ''};"
+                " restore the file, or remove its row from pgmigrations if it was deliberately deleted",
+                migration=self.missing[0],
+            )
+        if self.ahead and not allow_ahead:
+            raise OrderError(
+                f"the database is ahead of these files: {', '.join(self.ahead)} applied but not found here",
+                migration=self.ahead[0],
+            )
+        if self.out_of_order:
+            not_run, already_run = self.out_of_order
+            raise OrderError(
+                f"Not run migration {not_run} is preceding already run migration {already_run}",
+                migration=not_run,
+            )
+        if self.drifted:
+            raise DriftError(
+                f"applied migration file(s) changed since they ran: {', '.join(self.drifted)};"
+                " review the change, then run `repair` to accept it",
+                drifted=self.drifted,
+            )
+
+
+def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> Plan:
+    """Compare the files with the applied rows (no I/O but reading applied files for their checksums)."""
+    rows = applied or []
+    by_name = {migration.name: migration for migration in migrations}
+    applied_names = {row.name for row in rows}
+    unknown = [row.name for row in rows if row.name not in by_name]
+    newest = (migrations[-1].timestamp, migrations[-1].name) if migrations else None
+    ahead = [name for name in unknown if newest is None or _sort_key(name) > newest]
+    missing = [name for name in unknown if name not in ahead]
+    known_runs = [row.name for row in rows if row.name in by_name]
+    out_of_order = next(
+        (
+            (migration.name, run_name)
+            for migration, run_name in zip(migrations, known_runs, strict=False)
+            if migration.name != run_name
+        ),
+        None,
+    )
+    if out_of_order and out_of_order[0] in applied_names:
+        out_of_order = None  # applied, just recorded in another order: node-pg-migrate would say the same pair
+    drifted = [
+        row.name for row in rows if row.checksum and row.name in by_name and by_name[row.name].checksum != row.checksum
+    ]
+    return Plan(
+        migrations=migrations,
+        applied=rows,
+        table_exists=applied is not None,
+        pending=[migration for migration in migrations if migration.name not in applied_names],
+        missing=missing,
+        ahead=ahead,
+        drifted=drifted,
+        out_of_order=out_of_order,
+    )
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    """Where an applied name would sort among files (names that are not migration names sort first)."""
+    try:
+        migration = parse_file_name(Path(f"{name}.sql"))
+    except MigrationFileError:
+        return (-1, name)
+    return (migration.timestamp, migration.name)
+
+
+class Engine:
+    """Runs migrations from one directory against one database connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        migrations_dir: Path,
+        options: EngineOptions | None = None,
+        on_migration: Callable[[MigrationOutcome], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.migrations_dir = Path(migrations_dir)
+        self.options = options or EngineOptions()
+        self.on_migration = on_migration
+        self._settings_applied = False
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """The current plan, without taking the lock or changing anything."""
+        with self._cursor() as cursor:
+            return make_plan(discover(self.migrations_dir), tracking.read_applied(cursor))
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def up(self, count: int | None = None, to: str | None = None, *, dry_run: bool = False) -> RunResult:
+        """Apply pending migrations in order (all, the next ``count``, or up to and including ``to``)."""
+        migrations = discover(self.migrations_dir)
+        with self._session(take_lock=not dry_run) as cursor:
+            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan.check(allow_ahead=self.options.allow_ahead)
+            targets = _select_up_targets(plan.pending, count, to)
+            result = RunResult(skipped=[row.name for row in plan.applied], ahead=list(plan.ahead), dry_run=dry_run)
+            if dry_run:
+                result.applied = [self._render(migration, "up") for migration in targets]
+                return result
+            if not plan.table_exists:
+                tracking.ensure_table(cursor)
+            for index, migration in enumerate(targets):
+                if self._out_of_time():
+                    result.pending = [remaining.name for remaining in targets[index:]]
+                    break
+                result.applied.append(self._run(cursor, migration, "up"))
+            return result
+
+    def down(self, count: int = 1, *, force: bool = False, dry_run: bool = False) -> RunResult:
+        """Revert the newest ``count`` applied migrations, newest first."""
+        migrations = discover(self.migrations_dir)
+        with self._session(take_lock=not dry_run) as cursor:
+            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan.check(allow_ahead=False)
+            by_name = {migration.name: migration for migration in migrations}
+            targets = [by_name[row.name] for row in reversed(plan.applied[-count:])] if count > 0 else []
+            result = RunResult(dry_run=dry_run)
+            if dry_run:
+                result.applied = [self._render(migration, "down") for migration in targets]
+                return result
+            for migration in targets:
+                builder = self._build(migration, "down")
+                if not force:
+                    self._refuse_data_loss(cursor, migration, builder)
+                result.applied.append(self._run(cursor, migration, "down", builder))
+            return result
+
+    def redo(self, count: int = 1, *, force: bool = False) -> RunResult:
+        """Revert and re-apply the newest ``count`` migrations (checks a down/up pair while writing it)."""
+        reverted = self.down(count, force=force)
+        reapplied = self.up(count=len(reverted.applied))
+        reapplied.applied = reverted.applied + reapplied.applied
+        return reapplied
+
+    def repair(self) -> list[str]:
+        """Accept the current content of applied files: record their checksums (after a reviewed edit)."""
+        migrations = discover(self.migrations_dir)
+        with self._session(take_lock=True) as cursor:
+            plan = make_plan(migrations, tracking.read_applied(cursor))
+            by_name = {migration.name: migration for migration in migrations}
+            repaired = [
+                row.name for row in plan.applied if row.name in by_name and row.checksum != by_name[row.name].checksum
+            ]
+            for name in repaired:
+                tracking.set_checksum(cursor, name, by_name[name].checksum)
+            return repaired
+
+    def baseline(self, to: str | None = None) -> list[str]:
+        """Record pending migrations (all, or up to ``to``) as applied without running them."""
+        migrations = discover(self.migrations_dir)
+        with self._session(take_lock=True) as cursor:
+            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan.check(allow_ahead=False)
+            targets = _select_up_targets(plan.pending, None, to)
+            if not plan.table_exists:
+                tracking.ensure_table(cursor)
+            cursor.execute("BEGIN")
+            try:
+                for migration in targets:
+                    tracking.record(cursor, migration.name, migration.checksum)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            return [migration.name for migration in targets]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Cursor]:
+        self.conn.autocommit = True
+        with self.conn.cursor() as cursor:
+            if not self._settings_applied:
+                cursor.execute(
+                    "SELECT set_config('application_name', %s, false), set_config('lock_timeout', %s, false),"
+                    " set_config('statement_timeout', %s, false)",
+                    (
+                        self.options.application_name,
+                        f"{self.options.lock_timeout_ms}ms",
+                        f"{self.options.statement_timeout_ms}ms",
+                    ),
+                )
+                self._settings_applied = True
+            yield cursor
+
+    @contextmanager
+    def _session(self, *, take_lock: bool) -> Iterator[Cursor]:
+        """A cursor in autocommit mode holding the migration lock for the whole run."""
+        with self._cursor() as cursor:
+            if not take_lock:
+                yield cursor
+                return
+            lock.acquire(
+                cursor, wait_seconds=self.options.lock_wait_seconds, poll_seconds=self.options.lock_poll_seconds
+            )
+            try:
+                yield cursor
+            finally:
+                if not self.conn.closed:
+                    try:
+                        self._rollback(cursor)
+                        lock.release(cursor)
+                    except psycopg2.Error:
+                        pass  # the lock dies with the session; the original error matters more
+
+    def _out_of_time(self) -> bool:
+        deadline = self.options.deadline
+        return deadline is not None and deadline - time.monotonic() < self.options.start_margin_seconds
+
+    def _statement_timeout_ms(self) -> int | None:
+        """The timeout a migration gets when a deadline is set: never past the deadline."""
+        if self.options.deadline is None:
+            return None
+        left_ms = max(int((self.options.deadline - time.monotonic()) * 1000), 1)
+        configured = self.options.statement_timeout_ms
+        return min(configured, left_ms) if configured > 0 else left_ms
+
+    def _build(self, migration: Migration, direction: str) -> MigrationBuilder:
+        builder = migration.build(direction)
+        if builder.use_transaction:
+            for statement in builder.statements:
+                text = statement.as_string(self.conn)
+                if is_transaction_control(text):
+                    raise MigrationFileError(
+                        f"{migration.file_name}: ends or opens a transaction itself ({_excerpt(text)}); the"
+                        " engine runs each migration in its own transaction: remove it, or call"
+                        " pgm.no_transaction() / add '-- pgm:no-transaction'",
+                        migration=migration.name,
+                    )
+        return builder
+
+    def _render(self, migration: Migration, direction: str) -> MigrationOutcome:
+        builder = self._build(migration, direction)
+        statements = tuple(statement.as_string(self.conn) for statement in builder.statements)
+        return MigrationOutcome(migration.name, 0.0, direction, statements)
+
+    def _run(
+        self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder | None = None
+    ) -> MigrationOutcome:
+        builder = builder or self._build(migration, direction)
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                if builder.use_transaction:
+                    self._run_in_transaction(cursor, migration, direction, builder)
+                else:
+                    self._run_without_transaction(cursor, migration, direction, builder)
+                break
+            except _Retryable as retry:
+                attempt += 1
+                if attempt > self.options.lock_retries:
+                    raise retry.final from None
+                time.sleep(self.options.lock_retry_backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+        outcome = MigrationOutcome(migration.name, (time.perf_counter() - started) * 1000, direction)
+        if self.on_migration:
+            self.on_migration(outcome)
+        return outcome
+
+    def _run_in_transaction(
+        self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder
+    ) -> None:
+        timeout = self._statement_timeout_ms()
+        opening = "BEGIN" if timeout is None else f"BEGIN; SET LOCAL statement_timeout = {timeout}"
+        cursor.execute(opening)
+        try:
+            for statement in builder.statements:
+                self._execute(cursor, migration, builder, statement, retry_safe=True)
+                if self.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
+                    raise MigrationFailedError(
+                        f"{migration.file_name}: a statement ended the migration's transaction"
+                        f" ({_excerpt(cursor.query)}); nothing of it was recorded",
+                        migration=migration.name,
+                    )
+            self._finish(cursor, migration, direction, in_transaction=True)
+        except BaseException:
+            self._rollback(cursor)
+            raise
+
+    def _rollback(self, cursor: Cursor) -> None:
+        if not self.conn.closed and self.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+            cursor.execute("ROLLBACK")
+
+    def _run_without_transaction(
+        self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder
+    ) -> None:
+        timeout = self._statement_timeout_ms()
+        if timeout is not None:
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout}ms",))
+        try:
+            for index, statement in enumerate(builder.statements):
+                self._execute(cursor, migration, builder, statement, retry_safe=index == 0)
+            self._finish(cursor, migration, direction, in_transaction=False)
+        finally:
+            if timeout is not None and not self.conn.closed:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, false)", (f"{self.options.statement_timeout_ms}ms",)
+                )
+
+    def _finish(self, cursor: Cursor, migration: Migration, direction: str, *, in_transaction: bool) -> None:
+        """Record (up) or remove (down) the migration's row, committing in the same round trip."""
+        if direction == "up":
+            tracking.record(cursor, migration.name, migration.checksum)
+        else:
+            tracking.remove(cursor, migration.name)
+        if in_transaction:
+            cursor.execute("COMMIT")
+
+    def _execute(
+        self,
+        cursor: Cursor,
+        migration: Migration,
+        builder: MigrationBuilder,
+        statement: Composable,
+        *,
+        retry_safe: bool,
+    ) -> None:
+        try:
+            cursor.execute(statement)
+        except psycopg2.Error as error:
+            failure = self._failure(cursor, migration, builder, statement.as_string(self.conn), error, retry_safe)
+            raise failure from error
+
+    def _failure(
+        self,
+        cursor: Cursor,
+        migration: Migration,
+        builder: MigrationBuilder,
+        text: str,
+        error: psycopg2.Error,
+        retry_safe: bool,
+    ) -> Exception:
+        pg_message = (error.diag.message_primary or str(error)).strip() if error.diag else str(error).strip()
+        if error.pgcode == LOCK_NOT_AVAILABLE:
+            self._rollback(cursor)
+            final = LockContentionError(
+                f"{migration.file_name}: lock contention: could not lock {_conflict(cursor, text)} within"
+                f" lock_timeout ({self.options.lock_timeout_ms} ms) after {self.options.lock_retries} retries;"
+                " live traffic holds a conflicting lock: retry when it is quieter or raise LOCK_TIMEOUT_MS",
+                migration=migration.name,
+                sqlstate=error.pgcode,
+                statement=text,
+                pg_message=pg_message,
+            )
+            if retry_safe and not _invalid_indexes(cursor):
+                return _Retryable(final)
+            return final
+        if error.pgcode is None:
+            return MigrationFailedError(
+                f"{migration.file_name}: connection lost while running it ({pg_message});"
+                " its transaction was not committed",
+                migration=migration.name,
+                statement=text,
+                pg_message=pg_message,
+            )
+        invalid = "" if self.conn.closed or builder.use_transaction else _invalid_index_note(cursor)
+        return MigrationFailedError(
+            f"{migration.file_name}: {pg_message} (SQLSTATE {error.pgcode}) in: {_excerpt(text)}{invalid}",
+            migration=migration.name,
+            sqlstate=error.pgcode,
+            statement=text,
+            pg_message=pg_message,
+        )
+
+    def _refuse_data_loss(self, cursor: Cursor, migration: Migration, builder: MigrationBuilder) -> None:
+        """A `down` that drops tables still holding rows needs ``force``; say how many rows would go."""
+        losses = []
+        for statement in builder.statements:
+            for table in dropped_tables(statement.as_string(self.conn)):
+                cursor.execute(
+                    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.oid = to_regclass(%s)",
+                    (table,),
+                )
+                found = cursor.fetchone()
+                if found is None:
+                    continue
+                cursor.execute(
+                    sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS sample").format(
+                        sql.Identifier(*found)
+                    ),
+                    (ROW_COUNT_CAP + 1,),
+                )
+                (rows,) = cursor.fetchone()
+                if rows:
+                    amount = f"over {ROW_COUNT_CAP:,}" if rows > ROW_COUNT_CAP else f"{rows:,}"
+                    losses.append(f"{found[0]}.{found[1]} ({amount} rows)")
+        if losses:
+            raise DataLossError(
+                f"{migration.file_name}: down would drop {', '.join(losses)}; pass --force to drop them anyway",
+                migration=migration.name,
+            )
+
+
+class _Retryable(Exception):
+    """A lock-timeout failure that is safe to retry; carries the error to raise when retries run out."""
+
+    def __init__(self, final: MigrationError) -> None:
+        super().__init__(str(final))
+        self.final = final
+
+
+def _select_up_targets(pending: list[Migration], count: int | None, to: str | None) -> list[Migration]:
+    if to is not None:
+        names = [migration.name for migration in pending]
+        if to not in names:
+            raise MigrationFileError(f"--to {to}: no pending migration has that name", migration=to)
+        return pending[: names.index(to) + 1]
+    return pending if count is None else pending[: max(count, 0)]
+
+
+def _excerpt(text: str | bytes | None) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= STATEMENT_EXCERPT else flat[: STATEMENT_EXCERPT - 3] + "..."
+
+
+def _conflict(cursor: Cursor, statement: str) -> str:
+    """Name the table(s) another session holds locked that the failing statement mentions."""
+    cursor.execute(
+        """
+        SELECT DISTINCT c.relname, l.pid, coalesce(a.application_name, '')
+        FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND c.relkind IN ('r', 'p', 'm') AND position(lower(c.relname) IN lower(%s)) > 0
+        ORDER BY 1
+        """,
+        (statement,),
+    )
+    holders = [f"table {name} (held by pid {pid} {app})".replace(" )", ")") for name, pid, app in cursor.fetchall()]
+    return ", ".join(holders) if holders else "a table it needs"
+
+
+def _invalid_indexes(cursor: Cursor) -> list[str]:
+    cursor.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1")
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _invalid_index_note(cursor: Cursor) -> str:
+    invalid = _invalid_indexes(cursor)
+    if not invalid:
+        return ""
+    return (
+        f"; INVALID index(es) left by a failed concurrent build: {', '.join(invalid)}"
+        " (DROP INDEX CONCURRENTLY them before retrying)"
+    )

@@ -1,0 +1,87 @@
+"""One small error hierarchy: every failure names the migration or file at fault.
+
+Adapters turn these into their own world: the CLI into a one-line message and an exit code, the
+Lambda handler into the CloudFormation FAILED reason. ``str(error)`` is always that one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MigrationError(Exception):
+    """Base class; ``migration`` is the migration name (file name without extension) when one is at fault."""
+
+    def __init__(self, message: str, *, migration: str | None = None) -> None:
+        super().__init__(message)
+        self.migration = migration
+
+
+class MigrationFileError(MigrationError):
+    """A migration file cannot be used: bad name, unreadable, no `up`, bad SQL sections, import error."""
+
+
+class OrderError(MigrationError):
+    """Applied migrations and files disagree: a file is missing, or a new file sorts before an applied one."""
+
+
+class DriftError(MigrationError):
+    """Applied migration files were edited after they ran (checksum mismatch)."""
+
+    def __init__(self, message: str, *, drifted: list[str]) -> None:
+        super().__init__(message, migration=drifted[0] if drifted else None)
+        self.drifted = drifted
+
+
+class TrackingTableError(MigrationError):
+    """The ``pgmigrations`` table exists but does not have the shape node-pg-migrate gives it."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the migration lock, as ``pg_stat_activity`` describes them."""
+
+    pid: int
+    application_name: str
+    backend_start: str
+    state: str
+    client_addr: str | None
+
+    def describe(self) -> str:
+        client = f", client {self.client_addr}" if self.client_addr else ""
+        application = self.application_name or "(no application_name)"
+        return f"pid {self.pid} ({application}{client}, connected since {self.backend_start}, {self.state})"
+
+
+class LockError(MigrationError):
+    """The migration lock could not be taken or could not be verified."""
+
+    def __init__(self, message: str, *, holder: LockHolder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class MigrationFailedError(MigrationError):
+    """A migration's SQL failed; its transaction was rolled back and the run stopped."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        migration: str,
+        sqlstate: str | None = None,
+        statement: str | None = None,
+        pg_message: str | None = None,
+    ) -> None:
+        super().__init__(message, migration=migration)
+        self.sqlstate = sqlstate
+        self.statement = statement
+        self.pg_message = pg_message
+
+
+class LockContentionError(MigrationFailedError):
+    """A migration kept hitting ``lock_timeout`` because live traffic held a conflicting lock."""
+
+
+class DataLossError(MigrationError):
+    """A `down` would drop tables that still hold rows; it needs an explicit force."""

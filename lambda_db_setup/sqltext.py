@@ -1,0 +1,183 @@
+"""Reading SQL text the way PostgreSQL does: `.sql` migration sections and statement boundaries.
+
+Only a lexer, no parser: it knows quotes, dollar quotes, comments and ``BEGIN ATOMIC`` bodies so that a
+semicolon inside any of them does not end a statement.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import MigrationFileError
+
+# node-pg-migrate's markers: a line comment such as "-- Up Migration" (dashes and spaces free, any case).
+UP_MARKER = re.compile(r"^\s*--[\s-]*up\s+migration\b.*$", re.IGNORECASE | re.MULTILINE)
+DOWN_MARKER = re.compile(r"^\s*--[\s-]*down\s+migration\b.*$", re.IGNORECASE | re.MULTILINE)
+# Our directive (node-pg-migrate has none for SQL files): run this file outside a transaction.
+NO_TRANSACTION_DIRECTIVE = re.compile(r"^\s*--\s*pgm:\s*no-transaction\s*$", re.IGNORECASE | re.MULTILINE)
+
+TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
+
+_DROP_TABLE = re.compile(
+    r"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>.+?)(?:\s+(?:CASCADE|RESTRICT))?\s*$", re.IGNORECASE | re.DOTALL
+)
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+@dataclass(frozen=True)
+class SqlSections:
+    """The parts of a `.sql` migration file."""
+
+    up: str
+    down: str | None
+    use_transaction: bool
+
+
+def parse_sections(text: str, file_name: str) -> SqlSections:
+    """Split a `.sql` migration into its up and (optional) down sections."""
+    up_markers = list(UP_MARKER.finditer(text))
+    down_markers = list(DOWN_MARKER.finditer(text))
+    if not up_markers:
+        raise MigrationFileError(f"{file_name}: no '-- Up Migration' marker line")
+    if len(up_markers) > 1 or len(down_markers) > 1:
+        raise MigrationFileError(f"{file_name}: more than one '-- Up Migration' or '-- Down Migration' marker")
+    up_marker = up_markers[0]
+    down_marker = down_markers[0] if down_markers else None
+    if down_marker and down_marker.start() < up_marker.start():
+        raise MigrationFileError(f"{file_name}: '-- Down Migration' comes before '-- Up Migration'")
+    up = text[up_marker.end() : down_marker.start() if down_marker else len(text)].strip()
+    down = text[down_marker.end() :].strip() if down_marker else None
+    if not split_statements(up):
+        raise MigrationFileError(f"{file_name}: the up section has no SQL statement")
+    return SqlSections(up=up, down=down, use_transaction=not NO_TRANSACTION_DIRECTIVE.search(text))
+
+
+def split_statements(text: str) -> list[str]:
+    """Split SQL text into statements at top-level semicolons; comment-only pieces are dropped."""
+    statements: list[str] = []
+    start = 0
+    position = 0
+    atomic_depth = 0
+    previous_word = ""
+    length = len(text)
+    while position < length:
+        char = text[position]
+        if char == "-" and text.startswith("--", position):
+            newline = text.find("\n", position)
+            position = length if newline < 0 else newline + 1
+        elif char == "/" and text.startswith("/*", position):
+            position = _skip_block_comment(text, position)
+        elif char == "'":
+            escapes = position > 0 and text[position - 1] in "eE" and not _is_word_char(text, position - 2)
+            position = _skip_quoted(text, position, "'", backslash_escapes=escapes)
+        elif char == '"':
+            position = _skip_quoted(text, position, '"', backslash_escapes=False)
+        elif char == "$" and (tag := _DOLLAR_TAG.match(text, position)) and not _is_word_char(text, position - 1):
+            closing = text.find(tag.group(0), tag.end())
+            position = length if closing < 0 else closing + len(tag.group(0))
+        elif (word := _WORD.match(text, position)) and not _is_word_char(text, position - 1):
+            upper = word.group(0).upper()
+            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic_depth and upper == "CASE"):
+                atomic_depth += 1
+            elif atomic_depth and upper == "END":
+                atomic_depth -= 1
+            previous_word = upper
+            position = word.end()
+        elif char == ";" and not atomic_depth:
+            statements.append(text[start:position])
+            start = position = position + 1
+        else:
+            position += 1
+    statements.append(text[start:])
+    return [statement.strip() for statement in statements if first_keyword(statement)]
+
+
+def first_keyword(statement: str) -> str:
+    """The statement's first keyword in upper case ('' for a comment-only piece)."""
+    stripped = _strip_leading_comments(statement)
+    word = _WORD.match(stripped)
+    return word.group(0).upper() if word else ("" if not stripped else stripped[:1])
+
+
+def is_transaction_control(statement: str) -> bool:
+    """Whether a statement would end or nest the transaction the engine runs a migration in."""
+    return first_keyword(statement) in TRANSACTION_CONTROL
+
+
+def dropped_tables(text: str) -> list[str]:
+    """Table names (as written, quotes kept) that the DROP TABLE statements in ``text`` drop."""
+    names: list[str] = []
+    for statement in split_statements(text):
+        match = _DROP_TABLE.match(_strip_leading_comments(statement))
+        if match:
+            names.extend(name.strip() for name in _split_top_level_commas(match["names"]))
+    return names
+
+
+def _split_top_level_commas(text: str) -> list[str]:
+    parts: list[str] = []
+    start = position = 0
+    while position < len(text):
+        if text[position] == '"':
+            position = _skip_quoted(text, position, '"', backslash_escapes=False)
+            continue
+        if text[position] == ",":
+            parts.append(text[start:position])
+            start = position + 1
+        position += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _strip_leading_comments(text: str) -> str:
+    while True:
+        text = text.lstrip()
+        if text.startswith("--"):
+            newline = text.find("\n")
+            text = "" if newline < 0 else text[newline + 1 :]
+        elif text.startswith("/*"):
+            text = text[_skip_block_comment(text, 0) :]
+        else:
+            return text
+
+
+def _skip_block_comment(text: str, position: int) -> int:
+    """Position after a (possibly nested) /* */ comment starting at ``position``."""
+    depth = 0
+    length = len(text)
+    while position < length:
+        if text.startswith("/*", position):
+            depth += 1
+            position += 2
+        elif text.startswith("*/", position):
+            depth -= 1
+            position += 2
+            if depth == 0:
+                return position
+        else:
+            position += 1
+    return length
+
+
+def _skip_quoted(text: str, position: int, quote: str, *, backslash_escapes: bool) -> int:
+    """Position after a quoted literal or identifier; a doubled quote is an escaped quote."""
+    position += 1
+    length = len(text)
+    while position < length:
+        char = text[position]
+        if backslash_escapes and char == "\\":
+            position += 2
+        elif char == quote:
+            if text.startswith(quote * 2, position):
+                position += 2
+            else:
+                return position + 1
+        else:
+            position += 1
+    return length
+
+
+def _is_word_char(text: str, position: int) -> bool:
+    return 0 <= position < len(text) and (text[position].isalnum() or text[position] in "_$")

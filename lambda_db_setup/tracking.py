@@ -1,0 +1,91 @@
+"""The ``pgmigrations`` table, exactly as node-pg-migrate creates and reads it, plus a nullable checksum.
+
+node-pg-migrate inserts ``(name, run_on)`` and reads ``name ORDER BY run_on, id``; the extra ``checksum``
+column is nullable so both tools can keep sharing the table. Rows it wrote have no checksum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+
+from .errors import TrackingTableError
+
+SCHEMA = "public"
+TABLE = "pgmigrations"
+QUALIFIED = sql.Identifier(SCHEMA, TABLE)
+REQUIRED_COLUMNS = ("id", "name", "run_on")
+
+CREATE = sql.SQL(
+    "CREATE TABLE IF NOT EXISTS {} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL,"
+    " run_on timestamp NOT NULL, checksum varchar(64))"
+).format(QUALIFIED)
+ADD_CHECKSUM = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS checksum varchar(64)").format(QUALIFIED)
+SELECT_APPLIED = sql.SQL("SELECT id, name, run_on, checksum FROM {} ORDER BY run_on, id").format(QUALIFIED)
+INSERT = sql.SQL("INSERT INTO {} (name, run_on, checksum) VALUES (%s, now(), %s)").format(QUALIFIED)
+DELETE = sql.SQL("DELETE FROM {} WHERE name = %s").format(QUALIFIED)
+SET_CHECKSUM = sql.SQL("UPDATE {} SET checksum = %s WHERE name = %s").format(QUALIFIED)
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    """One row of ``pgmigrations``."""
+
+    id: int
+    name: str
+    run_on: datetime
+    checksum: str | None
+
+
+def read_applied(cursor: Cursor) -> list[AppliedRow] | None:
+    """Applied migrations in node-pg-migrate's order, or None when the table does not exist yet.
+
+    One round trip in the common case: the SELECT itself proves the table and its columns exist.
+    A table written only by node-pg-migrate gets its nullable checksum column on first read.
+    """
+    try:
+        cursor.execute(SELECT_APPLIED)
+    except psycopg2.errors.UndefinedTable:
+        return None
+    except psycopg2.errors.UndefinedColumn:
+        present = _columns(cursor)
+        missing = [column for column in REQUIRED_COLUMNS if column not in present]
+        if missing:
+            raise TrackingTableError(
+                f"table {SCHEMA}.{TABLE} has an unexpected shape: missing column(s) {', '.join(missing)}"
+                f" (found: {', '.join(present) or 'none'}); expected node-pg-migrate's id, name, run_on"
+            ) from None
+        cursor.execute(ADD_CHECKSUM)
+        cursor.execute(SELECT_APPLIED)
+    return [AppliedRow(*row) for row in cursor.fetchall()]
+
+
+def ensure_table(cursor: Cursor) -> None:
+    """Create the table if it is missing (idempotent, safe under the migration lock)."""
+    cursor.execute(CREATE)
+
+
+def record(cursor: Cursor, name: str, checksum: str | None) -> None:
+    cursor.execute(INSERT, (name, checksum))
+
+
+def remove(cursor: Cursor, name: str) -> None:
+    cursor.execute(DELETE, (name,))
+
+
+def set_checksum(cursor: Cursor, name: str, checksum: str) -> None:
+    cursor.execute(SET_CHECKSUM, (checksum, name))
+
+
+def _columns(cursor: Cursor) -> list[str]:
+    cursor.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+        " ORDER BY ordinal_position",
+        (SCHEMA, TABLE),
+    )
+    return [row[0] for row in cursor.fetchall()]

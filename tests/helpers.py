@@ -1,0 +1,45 @@
+"""Small helpers shared by the tests: writing migration files and reading the catalog."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def write_py(directory: Path, name: str, up: str, down: str | None = None) -> Path:
+    """Write ``{name}.py`` whose up/down bodies are the given Python statements (indented for you)."""
+    text = "def up(pgm):\n" + textwrap.indent(textwrap.dedent(up).strip() + "\n", "    ")
+    if down is not None:
+        text += "\n\ndef down(pgm):\n" + textwrap.indent(textwrap.dedent(down).strip() + "\n", "    ")
+    path = directory / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def write_sql(directory: Path, name: str, up: str, down: str | None = None, *, header: str = "") -> Path:
+    """Write ``{name}.sql`` with node-pg-migrate's section markers."""
+    text = f"{header}-- Up Migration\n{up}\n"
+    if down is not None:
+        text += f"\n-- Down Migration\n{down}\n"
+    path = directory / f"{name}.sql"
+    path.write_text(text)
+    return path
+
+
+def create_table_migration(directory: Path, name: str, table: str) -> Path:
+    """A reversible migration creating one small table."""
+    return write_py(
+        directory, name, f'pgm.sql("CREATE TABLE {table} (id int)")', f'pgm.sql("DROP TABLE {table}")'
+    )
+
+
+def applied_names(conn) -> list[str]:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT name FROM pgmigrations ORDER BY run_on, id")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def table_exists(conn, table: str) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        return cursor.fetchone()[0]
