@@ -125,7 +125,8 @@ def test_no_transaction_migration_runs_create_index_concurrently(conn, migration
     write_sql(
         migrations_dir,
         "3000_sql_index",
-        "CREATE INDEX CONCURRENTLY items_id2_idx ON items (id);\nCREATE INDEX CONCURRENTLY items_id3_idx ON items (id);",
+        "CREATE INDEX CONCURRENTLY items_id2_idx ON items (id);\n"
+        "CREATE INDEX CONCURRENTLY items_id3_idx ON items (id);",
         header="-- pgm:no-transaction\n",
     )
     Engine(conn, migrations_dir).up()
@@ -292,7 +293,7 @@ def test_down_without_down_function_names_the_file(conn, migrations_dir) -> None
     write_sql(migrations_dir, "2000_sql_one_way", "CREATE TABLE sql_one_way (id int);")
     engine = Engine(conn, migrations_dir)
     engine.up()
-    with pytest.raises(MigrationFileError, match="2000_sql_one_way.sql: no '-- Down Migration' section"):
+    with pytest.raises(MigrationFileError, match=r"2000_sql_one_way\.sql: no '-- Down Migration' section"):
         engine.down()
     (migrations_dir / "2000_sql_one_way.sql").unlink()
     with conn.cursor() as cursor:
