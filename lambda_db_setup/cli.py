@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--lock-wait", type=float, default=argparse.SUPPRESS, help="seconds to wait for the lock")
     common.add_argument("--lock-timeout-ms", type=int, default=argparse.SUPPRESS, help="per-statement lock_timeout")
     common.add_argument("--statement-timeout-ms", type=int, default=argparse.SUPPRESS, help="0 means none")
+    common.add_argument("--embedded-dir", type=Path, default=argparse.SUPPRESS, help="embedded server data (.pgdata)")
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
 
     parser = argparse.ArgumentParser(
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         lock_timeout_ms=5000,
         statement_timeout_ms=0,
         verbose=False,
+        embedded_dir=None,
     )
     for action in common._actions:
         parser._add_action(action)
@@ -164,8 +166,9 @@ def _connect(args: argparse.Namespace) -> Connection:
     if not url:
         from . import embedded
 
-        url = embedded.start()
-        print(f"using the embedded PostgreSQL 16 (data in {embedded.DEFAULT_DATA_DIR})", file=sys.stderr)
+        data_dir = args.embedded_dir or embedded.DEFAULT_DATA_DIR
+        url = embedded.start(data_dir.resolve())
+        print(f"using the embedded PostgreSQL 16 (data in {data_dir})", file=sys.stderr)
     else:
         print(f"using {describe_target(url)}", file=sys.stderr)
     return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)

@@ -84,3 +84,9 @@ def start(data_dir: Path = DEFAULT_DATA_DIR, *, keep_running: bool = True) -> st
         postgres_version=POSTGRES_VERSION,
     )
     return server.get_uri()
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the embedded server whose data lives in ``data_dir`` (if this process started it)."""
+    server = _pgserver().get_server(data_dir, postgres_version=POSTGRES_VERSION, start=False)
+    server.cleanup()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,18 @@ from lambda_db_setup import embedded
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of the session's embedded server (stopped when the test run ends)."""
-    return embedded.start(tmp_path_factory.mktemp("pg") / "data", keep_running=False)
+def server_url() -> Iterator[str]:
+    """URL of the session's embedded server, stopped and deleted when the test run ends.
+
+    Its data lives outside pytest's tmp tree: the server runs as another OS user when tests run as
+    root, and pytest's private (0700) directories would lock it out of its own data on shutdown.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="lambda-db-setup-tests-")) / "data"
+    try:
+        yield embedded.start(data_dir, keep_running=False)
+    finally:
+        embedded.stop(data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 def _with_database(url: str, database: str) -> str:
