@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     baseline = commands.add_parser("baseline", parents=[common], help="record migrations as applied, run nothing")
     baseline.add_argument("--to", metavar="NAME", help="only up to and including NAME")
+    baseline.add_argument("--no-verify", action="store_true", help="skip checking that the schema matches")
 
     unlock = commands.add_parser("unlock", parents=[common], help="show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
@@ -143,9 +144,11 @@ def _run(args: argparse.Namespace, conn: Connection) -> int:
         repaired = engine.repair()
         print(f"recorded new checksums for {len(repaired)} migration(s){': ' if repaired else ''}{', '.join(repaired)}")
     elif args.command == "baseline":
-        recorded = engine.baseline(args.to)
-        print(f"baseline: recorded {len(recorded)} migration(s) as applied without running them")
-        for name in recorded:
+        baseline = engine.baseline(args.to, verify=not args.no_verify)
+        if baseline.verified_tables is not None:
+            print(f"schema verified: {len(baseline.verified_tables)} table(s) match what the migrations build")
+        print(f"baseline: recorded {len(baseline.recorded)} migration(s) as applied without running them")
+        for name in baseline.recorded:
             print(f"  {name}")
     elif args.command == "unlock":
         _unlock(conn, terminate=args.terminate)

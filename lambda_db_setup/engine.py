@@ -21,7 +21,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.sql import Composable
 
-from . import lock, tracking
+from . import lock, schema_check, tracking
 from .builder import MigrationBuilder
 from .discovery import Migration, discover, parse_file_name
 from .errors import (
@@ -80,6 +80,14 @@ class RunResult:
     @property
     def last_applied(self) -> str | None:
         return self.applied[-1].name if self.applied else None
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Migrations recorded without running, and the tables whose schema was verified (None: not checked)."""
+
+    recorded: list[str]
+    verified_tables: list[str] | None
 
 
 @dataclass(frozen=True)
@@ -251,13 +259,26 @@ class Engine:
                 tracking.set_checksum(cursor, name, by_name[name].checksum)
             return repaired
 
-    def baseline(self, to: str | None = None) -> list[str]:
-        """Record pending migrations (all, or up to ``to``) as applied without running them."""
+    def baseline(self, to: str | None = None, *, verify: bool = True) -> BaselineResult:
+        """Record pending migrations (all, or up to ``to``) as applied without running them.
+
+        For a database whose schema was built before tracking existed. With ``verify`` (the default)
+        it first proves that the live schema is exactly what those migrations would build.
+        """
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=True) as cursor:
             plan = make_plan(migrations, tracking.read_applied(cursor))
             plan.check(allow_ahead=False)
             targets = _select_up_targets(plan.pending, None, to)
+            verified = schema_check.compare(cursor, targets) if verify and targets else None
+            if verified and verified.differences:
+                shown = "; ".join(verified.differences[:5])
+                more = f" (and {len(verified.differences) - 5} more)" if len(verified.differences) > 5 else ""
+                raise schema_check.SchemaMismatchError(
+                    f"baseline refused: the schema does not match what {len(targets)} migration(s) would build:"
+                    f" {shown}{more}",
+                    differences=verified.differences,
+                )
             if not plan.table_exists:
                 tracking.ensure_table(cursor)
             cursor.execute("BEGIN")
@@ -266,9 +287,12 @@ class Engine:
                     tracking.record(cursor, migration.name, migration.checksum)
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                self._rollback(cursor)
                 raise
-            return [migration.name for migration in targets]
+            return BaselineResult(
+                recorded=[migration.name for migration in targets],
+                verified_tables=verified.tables if verified else None,
+            )
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""Does the live schema already match what the migrations would build? (The check behind `baseline`.)
+
+The migrations' `up` SQL runs inside a transaction that is always rolled back, with a scratch schema
+first on the ``search_path`` so that their unqualified tables land there; the scratch tables are then
+compared with the same tables in ``public``: columns (order, type, default, nullability), constraints
+and indexes. Migrations that must run outside a transaction cannot be rehearsed this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+
+from .discovery import Migration
+from .errors import MigrationError
+
+SCRATCH_SCHEMA = "pgm_baseline_check"
+
+SNAPSHOT = """
+    SELECT c.relname, 'column',
+           (row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text || ' ' || a.attname || ' '
+           || format_type(a.atttypid, a.atttypmod) || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+           || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%(tables)s)
+    UNION ALL
+    SELECT c.relname, 'constraint', con.conname || ' ' || pg_get_constraintdef(con.oid)
+    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s)
+    UNION ALL
+    SELECT tablename, 'index',
+           indexname || ' ' || replace(indexdef, ' ON ' || quote_ident(%(schema)s) || '.', ' ON ')
+    FROM pg_indexes WHERE schemaname = %(schema)s AND tablename = ANY(%(tables)s)
+"""
+
+
+class SchemaMismatchError(MigrationError):
+    """The live schema is not what the migrations being baselined would have built."""
+
+    def __init__(self, message: str, *, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The tables the migrations build, and how ``public`` differs from them (empty: it matches)."""
+
+    tables: list[str]
+    differences: list[str]
+
+
+def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
+    """Rehearse ``migrations`` in a rolled-back transaction and compare their tables with ``public``."""
+    for migration in migrations:
+        if not migration.build("up").use_transaction:
+            raise MigrationError(
+                f"{migration.file_name} runs outside a transaction, so the schema check cannot rehearse it;"
+                " use baseline --no-verify after checking the schema yourself",
+                migration=migration.name,
+            )
+    cursor.execute("BEGIN")
+    try:
+        cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
+        cursor.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SCRATCH_SCHEMA)))
+        for migration in migrations:
+            for statement in migration.build("up").statements:
+                cursor.execute(statement)
+        cursor.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
+            (SCRATCH_SCHEMA,),
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        expected = _snapshot(cursor, SCRATCH_SCHEMA, tables)
+        cursor.execute("SET LOCAL search_path = public")
+        actual = _snapshot(cursor, "public", tables)
+    finally:
+        cursor.execute("ROLLBACK")
+    present = {item.split(" ", 1)[0] for item in actual}
+    absent = [table for table in tables if table not in present]
+    differences = [f"table {table} does not exist" for table in absent]
+    differences += [f"expected {item}" for item in sorted(expected - actual) if item.split(" ", 1)[0] in present]
+    differences += [f"found {item}" for item in sorted(actual - expected)]
+    return Comparison(tables=tables, differences=differences)
+
+
+def _snapshot(cursor: Cursor, schema: str, tables: list[str]) -> set[str]:
+    cursor.execute(SNAPSHOT, {"schema": schema, "tables": tables})
+    return {f"{table} {kind} {detail}" for table, kind, detail in cursor.fetchall()}
