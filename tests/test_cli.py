@@ -106,7 +106,10 @@ def test_unreachable_database_exits_3_without_password(migrations_dir, capsys) -
 def test_repair_and_baseline(database_url, migrations_dir, capsys) -> None:
     create_table_migration(migrations_dir, "1000_a", "a")
     create_table_migration(migrations_dir, "2000_b", "b")
-    code, out, _ = run(capsys, database_url, migrations_dir, "baseline", "--to", "1000_a")
+    code, _, err = run(capsys, database_url, migrations_dir, "baseline", "--to", "1000_a")
+    assert code == EXIT_FAILED and "baseline refused: the schema does not match" in err
+    assert "table a does not exist" in err
+    code, out, _ = run(capsys, database_url, migrations_dir, "baseline", "--to", "1000_a", "--no-verify")
     assert code == EXIT_OK and "recorded 1 migration(s)" in out and "1000_a" in out
     conn = psycopg2.connect(database_url)
     try:
