@@ -1,0 +1,208 @@
+"""The migration run: a Lambda in the VPC called by a CloudFormation custom resource on deploy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aws_cdk import Acknowledgment, CustomResource, Duration, Stack, Validations
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from infra import bundling
+from infra.database import Database
+from infra.network import Network
+
+TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
+HANDLER_MODULE = "lambda_db_setup.handler"
+ALWAYS = "always"
+CONTENT_HASH = "content-hash"
+TRIGGERS = (ALWAYS, CONTENT_HASH)
+MANAGED_POLICY_ARN = "arn:<AWS::Partition>:iam::aws:policy"  # as cdk-nag spells AWS-managed policies
+FRAMEWORK_WAITERS = ("framework-isComplete", "framework-onTimeout")  # Provider children its state machine invokes
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """What the deployer may tune (see the stack's context keys)."""
+
+    trigger: str
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+    metrics_namespace: str
+    log_level: str
+    log_retention: logs.RetentionDays
+    reserved_concurrency: int
+
+
+class Migrations(Construct):
+    """Runs the pending migrations through the proxy on every deploy (or when the code changes).
+
+    CloudFormation calls the Provider framework, which calls ``on_event`` and then polls
+    ``is_complete`` until the run is done, for up to 55 minutes (CloudFormation's cap is one hour).
+    The handler answers with ``Data`` holding ``AppliedCount`` and ``LastMigration``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        network: Network,
+        database: Database,
+        settings: MigrationSettings,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.asset = bundling.lambda_asset(self, "Code")
+        self.log_group = logs.LogGroup(self, "Logs", retention=settings.log_retention)
+
+        security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="Migration Lambda"
+        )
+        database.allow_clients(security_group, "Migration Lambda to RDS Proxy")
+        network.allow_secrets_manager_from(security_group)
+
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
+            ],
+        )
+        for secret in database.secrets:
+            secret.grant_read(role)
+
+        common = {
+            "code": lambda_.Code.from_bucket_v2(self.asset.bucket, self.asset.s3_object_key),
+            "runtime": lambda_.Runtime.PYTHON_3_12,
+            "architecture": lambda_.Architecture.ARM_64,
+            "memory_size": 512,
+            "timeout": Duration.minutes(10),
+            "role": role,
+            "vpc": network.vpc,
+            "vpc_subnets": network.subnets,
+            "security_groups": [security_group],
+            "log_group": self.log_group,
+            "environment": self._environment(database, settings),
+            "reserved_concurrent_executions": settings.reserved_concurrency or None,
+        }
+        self.on_event = lambda_.Function(
+            self, "OnEvent", handler=f"{HANDLER_MODULE}.on_event", description="Starts a migration run", **common
+        )
+        self.is_complete = lambda_.Function(
+            self,
+            "IsComplete",
+            handler=f"{HANDLER_MODULE}.is_complete",
+            description="Reports whether the migration run is done",
+            **common,
+        )
+
+        framework_logs = logs.LogGroup(self, "ProviderLogs", retention=settings.log_retention)
+        provider = cr.Provider(
+            self,
+            "Provider",
+            on_event_handler=self.on_event,
+            is_complete_handler=self.is_complete,
+            query_interval=Duration.seconds(30),
+            total_timeout=Duration.minutes(55),
+            log_group=framework_logs,
+            framework_lambda_logging_level=lambda_.ApplicationLogLevel.INFO,  # each request and response
+            disable_waiter_state_machine_logging=False,
+            waiter_state_machine_log_options=cr.LogOptions(destination=framework_logs, level=sfn.LogLevel.ALL),
+        )
+        self.resource = CustomResource(
+            self,
+            "Run",
+            service_token=provider.service_token,
+            resource_type="Custom::DbMigrations",
+            properties={
+                "Trigger": self.asset.asset_hash if settings.trigger == CONTENT_HASH else _now(),
+                "MigrationsHash": bundling.migrations_fingerprint(),
+            },
+        )
+        # Run only once the database, the proxy and every security-group rule on the path exist.
+        self.resource.node.add_dependency(network, database, security_group)
+        self._acknowledge_findings(role, provider)
+
+    @staticmethod
+    def _environment(database: Database, settings: MigrationSettings) -> dict[str, str]:
+        """The contract with ``lambda_db_setup.handler``."""
+        return {
+            "DB_SECRET_ARN": database.admin_secret.secret_arn,
+            "DB_PROXY_ENDPOINT": database.proxy.endpoint,
+            "APP_RW_SECRET_ARN": database.app_secrets["app_rw"].secret_arn,
+            "APP_TC_SECRET_ARN": database.app_secrets["app_tc"].secret_arn,
+            "DB_CA_BUNDLE": f"{TASK_ROOT}/certifi/cacert.pem",
+            "MIGRATIONS_DIR": f"{TASK_ROOT}/migrations",
+            "LOCK_TIMEOUT_MS": str(settings.lock_timeout_ms),
+            "STATEMENT_TIMEOUT_MS": str(settings.statement_timeout_ms),
+            "POWERTOOLS_SERVICE_NAME": "db-migrations",
+            "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
+            "POWERTOOLS_LOG_LEVEL": settings.log_level,
+        }
+
+    def _acknowledge_findings(self, role: iam.Role, provider: cr.Provider) -> None:
+        """cdk-nag findings (and one CDK warning) kept on purpose, each with its reason."""
+        Validations.of(self.asset).acknowledge(
+            Acknowledgment(
+                id="Annotation::@aws-cdk/aws-lambda:codeFromBucketObjectVersionNotSpecified",
+                reason="The object key is the asset's content hash: new code is a new key, so the functions update.",
+            )
+        )
+        for function in (self.on_event, self.is_complete):
+            Validations.of(function).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-L1",
+                    reason="Python 3.12 on purpose: the bundled binary wheels (psycopg2) are built for CPython 3.12; "
+                    "move the runtime and bundling.PIP_TARGET_ARGS together.",
+                )
+            )
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions-IAM4[Policy::{MANAGED_POLICY_ARN}/service-role/AWSLambdaVPCAccessExecutionRole]",
+                reason="AWS-maintained policy for a Lambda in a VPC: its own logs and the network interfaces Lambda "
+                "manages in the subnets (those EC2 actions accept no narrower resource).",
+            )
+        )
+        # The Provider framework's own functions, roles and state machine, as aws-cdk-lib builds them.
+        invoked = [self.on_event, self.is_complete, *(provider.node.find_child(name) for name in FRAMEWORK_WAITERS)]
+        Validations.of(provider).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions-IAM4[Policy::{MANAGED_POLICY_ARN}/service-role/AWSLambdaBasicExecutionRole]",
+                reason="The Provider framework's functions write their logs with the AWS-maintained basic policy.",
+            ),
+            *(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::<{_logical_id(function)}.Arn>:*]",
+                    reason="The Provider framework invokes this one function, any version or alias of it.",
+                )
+                for function in invoked
+            ),
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="The waiter state machine's log delivery: CloudWatch Logs' vended-log actions "
+                "(logs:CreateLogDelivery and co.) accept only Resource '*'.",
+            ),
+            Acknowledgment(
+                id="AwsSolutions-SF2",
+                reason="The framework's waiter state machine offers no X-Ray setting; its runs are logged (ALL) "
+                "in the provider log group.",
+            ),
+        )
+
+
+def _now() -> str:
+    """A value that differs on every synth, so CloudFormation calls the handler on every deploy."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _logical_id(function: lambda_.IFunction) -> str:
+    """The CloudFormation logical ID cdk-nag prints for a function (e.g. in ``<Fn.Arn>:*``)."""
+    stack = Stack.of(function)
+    return stack.resolve(stack.get_logical_id(function.node.default_child))

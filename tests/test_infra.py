@@ -1,0 +1,433 @@
+"""The synthesized CloudFormation of the stack: real aws-cdk-lib synthesis, no AWS account, no Docker.
+
+Each module-scoped fixture synthesizes once (with cdk-nag registered, as app.py does) and the tests
+read the result. Synthesis bundles the Lambda asset; its pip step is cached in .cdk-bundle-cache/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Annotations, Match, Template
+
+from app import build
+from infra import bundling
+from infra.stack import DbMigrationsStack
+
+ASSET_LIMIT_BYTES = 30 * 1024 * 1024  # measured ~24 MB; boto3 + botocore alone would add ~25 MB more
+HANDLER_ENV_KEYS = {
+    "DB_SECRET_ARN",
+    "DB_PROXY_ENDPOINT",
+    "APP_RW_SECRET_ARN",
+    "APP_TC_SECRET_ARN",
+    "DB_CA_BUNDLE",
+    "MIGRATIONS_DIR",
+    "LOCK_TIMEOUT_MS",
+    "STATEMENT_TIMEOUT_MS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+# cfn-lint W3005: aws-cdk-lib adds DependsOn on roles that a GetAtt already implies; redundant, harmless.
+CFN_LINT_IGNORED = ("W3005",)
+CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))  # the venv's, beside this interpreter
+
+
+@dataclass(frozen=True)
+class Synth:
+    stack: DbMigrationsStack
+    template: Template
+    json: dict[str, Any]  # the template, read once
+    outdir: Path
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """Logical ID -> Properties of every resource of one type."""
+        return {
+            logical_id: resource.get("Properties", {})
+            for logical_id, resource in self.json["Resources"].items()
+            if resource["Type"] == resource_type
+        }
+
+    def ref(self, token: Any) -> Any:
+        """The CloudFormation expression a CDK token becomes in this template."""
+        return self.stack.resolve(token)
+
+    def trigger(self) -> str:
+        (run,) = self.resources("Custom::DbMigrations").values()
+        return run["Trigger"]
+
+    def asset_dir(self) -> Path:
+        return self.outdir / f"asset.{self.stack.migrations.asset.asset_hash}"
+
+
+def synthesize(outdir: Path, **context: Any) -> Synth:
+    """Synthesize like app.py (cdk.json's context under ``context``); cdk-nag errors raise here."""
+    app, stack = build(context=context, outdir=str(outdir))
+    app.synth()
+    template = Template.from_stack(stack)
+    return Synth(stack, template, template.to_json(), outdir)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The default configuration, as `npx cdk synth` would build it."""
+    started = time.perf_counter()
+    result = synthesize(tmp_path_factory.mktemp("default"))
+    print(f"\nsynthesis (default context): {time.perf_counter() - started:.1f} s")
+    return result
+
+
+@pytest.fixture(scope="module")
+def content_hash_synths(tmp_path_factory: pytest.TempPathFactory) -> list[Synth]:
+    """Two synths in content-hash mode, with the non-default database switches flipped."""
+    context = {"migrationTrigger": "content-hash", "deletionProtection": False, "multiAz": True}
+    return [synthesize(tmp_path_factory.mktemp(f"content-hash-{n}"), **context) for n in range(2)]
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+def test_database_is_postgres_16_encrypted_and_private(synth: Synth) -> None:
+    synth.template.resource_count_is("AWS::RDS::DBInstance", 1)
+    synth.template.has_resource_properties(
+        "AWS::RDS::DBInstance",
+        {
+            "Engine": "postgres",
+            "EngineVersion": Match.string_like_regexp(r"^16(\.\d+)?$"),
+            "StorageEncrypted": True,
+            "PubliclyAccessible": False,
+            "DeletionProtection": True,
+            "MultiAZ": False,
+            "BackupRetentionPeriod": 7,
+            "DBInstanceClass": "db.t4g.micro",
+            "DBName": "app",
+        },
+    )
+
+
+def test_deletion_protection_and_multi_az_follow_context(content_hash_synths: list[Synth]) -> None:
+    content_hash_synths[0].template.has_resource_properties(
+        "AWS::RDS::DBInstance", {"DeletionProtection": False, "MultiAZ": True}
+    )
+
+
+def test_parameter_group_forces_tls(synth: Synth) -> None:
+    synth.template.has_resource_properties(
+        "AWS::RDS::DBParameterGroup", {"Family": "postgres16", "Parameters": {"rds.force_ssl": "1"}}
+    )
+
+
+def test_admin_secret_names_user_and_database(synth: Synth) -> None:
+    secrets = synth.resources("AWS::SecretsManager::Secret").values()
+    templates = [json.loads(secret["GenerateSecretString"]["SecretStringTemplate"]) for secret in secrets]
+    assert {"username": "postgres", "dbname": "app"} in templates
+
+
+def test_app_user_secrets_are_generated_without_connection_string_breakers(synth: Synth) -> None:
+    generated = [secret["GenerateSecretString"] for secret in synth.resources("AWS::SecretsManager::Secret").values()]
+    usernames = {json.loads(spec["SecretStringTemplate"])["username"] for spec in generated}
+    assert {"app_rw", "app_tc"} <= usernames
+    for spec in generated:
+        assert spec["GenerateStringKey"] == "password"
+        assert set("@/:\"'\\ %") <= set(spec["ExcludeCharacters"])
+
+
+def test_proxy_requires_tls_and_holds_the_three_secrets(synth: Synth) -> None:
+    (proxy,) = synth.resources("AWS::RDS::DBProxy").values()
+    database = synth.stack.database
+    assert proxy["RequireTLS"] is True
+    assert proxy["EngineFamily"] == "POSTGRESQL"
+    assert [auth["SecretArn"] for auth in proxy["Auth"]] == [synth.ref(s.secret_arn) for s in database.secrets]
+
+
+def test_admin_secret_rotates_without_racing_the_deploy(synth: Synth) -> None:
+    (schedule,) = synth.resources("AWS::SecretsManager::RotationSchedule").values()
+    assert schedule["SecretId"] == synth.ref(synth.stack.database.admin_secret.secret_arn)
+    assert schedule["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
+    assert schedule["RotateImmediatelyOnUpdate"] is False
+
+
+# --- network and security groups ---------------------------------------------------------------
+
+
+def test_network_is_isolated_with_flow_logs_and_secrets_endpoint(synth: Synth) -> None:
+    for absent in ("AWS::EC2::NatGateway", "AWS::EC2::InternetGateway", "AWS::EC2::EIP"):
+        synth.template.resource_count_is(absent, 0)
+    assert all(subnet["MapPublicIpOnLaunch"] is False for subnet in synth.resources("AWS::EC2::Subnet").values())
+    synth.template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
+    synth.template.has_resource_properties(
+        "AWS::EC2::VPCEndpoint", {"PrivateDnsEnabled": True, "VpcEndpointType": "Interface"}
+    )
+    (endpoint,) = synth.resources("AWS::EC2::VPCEndpoint").values()
+    assert "secretsmanager" in json.dumps(endpoint["ServiceName"])
+
+
+def _ingress_rules(synth: Synth) -> list[dict[str, Any]]:
+    """Every ingress rule, inline or standalone, as {GroupId, Source, FromPort, ToPort}."""
+    rules = [
+        {"GroupId": rule["GroupId"], "Source": rule.get("SourceSecurityGroupId", rule.get("CidrIp")), **rule}
+        for rule in synth.resources("AWS::EC2::SecurityGroupIngress").values()
+    ]
+    for logical_id, group in synth.resources("AWS::EC2::SecurityGroup").items():
+        for rule in group.get("SecurityGroupIngress", []):
+            group_id = {"Fn::GetAtt": [logical_id, "GroupId"]}
+            rules.append({"GroupId": group_id, "Source": rule.get("SourceSecurityGroupId", rule.get("CidrIp")), **rule})
+    return rules
+
+
+def test_only_lambda_to_proxy_to_database_on_5432(synth: Synth) -> None:
+    database, migrations, network = synth.stack.database, synth.stack.migrations, synth.stack.network
+    group = {
+        "database": synth.ref(database.instance.connections.security_groups[0].security_group_id),
+        "proxy": synth.ref(database.proxy.connections.security_groups[0].security_group_id),
+        "rotation": synth.ref(database.rotation_security_group.security_group_id),
+        "lambda": synth.ref(migrations.on_event.connections.security_groups[0].security_group_id),
+        "endpoint": synth.ref(network.secrets_manager_endpoint.connections.security_groups[0].security_group_id),
+    }
+    instance_port = {"Fn::GetAtt": [synth.ref(database.instance.instance_identifier)["Ref"], "Endpoint.Port"]}
+    (instance,) = synth.resources("AWS::RDS::DBInstance").values()
+    assert instance["Port"] == "5432"
+
+    allowed: dict[str, set[str]] = {}
+    for rule in _ingress_rules(synth):
+        target = next(name for name, ref in group.items() if ref == rule["GroupId"])
+        source = next(name for name, ref in group.items() if ref == rule["Source"])  # never a CIDR
+        port = 443 if target == "endpoint" else 5432
+        assert rule["IpProtocol"] == "tcp"
+        assert rule["FromPort"] == rule["ToPort"]
+        assert rule["FromPort"] in (port, instance_port), rule
+        allowed.setdefault(target, set()).add(source)
+
+    assert allowed == {
+        "database": {"proxy", "rotation"},
+        "proxy": {"lambda"},
+        "endpoint": {"lambda", "proxy", "rotation"},
+    }
+
+
+def test_lambda_security_group_egress_only_to_proxy_and_endpoint(synth: Synth) -> None:
+    group_ref = synth.ref(synth.stack.migrations.on_event.connections.security_groups[0].security_group_id)
+    group = synth.resources("AWS::EC2::SecurityGroup")[group_ref["Fn::GetAtt"][0]]
+    assert "SecurityGroupEgress" not in group  # no allow-all rule
+    egress = [
+        rule for rule in synth.resources("AWS::EC2::SecurityGroupEgress").values() if rule["GroupId"] == group_ref
+    ]
+    assert sorted(rule["FromPort"] for rule in egress) == [443, 5432]
+
+
+# --- the migration Lambda and the custom resource ----------------------------------------------
+
+
+def _user_functions(synth: Synth) -> dict[str, dict[str, Any]]:
+    functions = synth.resources("AWS::Lambda::Function").values()
+    return {fn["Handler"]: fn for fn in functions if fn.get("Handler", "").startswith("lambda_db_setup.")}
+
+
+def test_migration_functions_run_python_312_on_arm_in_the_vpc(synth: Synth) -> None:
+    functions = _user_functions(synth)
+    assert set(functions) == {"lambda_db_setup.handler.on_event", "lambda_db_setup.handler.is_complete"}
+    isolated = [synth.ref(subnet.subnet_id) for subnet in synth.stack.network.vpc.isolated_subnets]
+    for function in functions.values():
+        assert function["Runtime"] == "python3.12"
+        assert function["Architectures"] == ["arm64"]
+        assert function["MemorySize"] == 512
+        assert function["Timeout"] <= 14 * 60
+        assert function["ReservedConcurrentExecutions"] == 1
+        assert function["VpcConfig"]["SubnetIds"] == isolated
+        assert function["LoggingConfig"]["LogGroup"] == synth.ref(synth.stack.migrations.log_group.log_group_name)
+
+
+def test_handler_environment_is_the_contract(synth: Synth) -> None:
+    database = synth.stack.database
+    for function in _user_functions(synth).values():
+        env = function["Environment"]["Variables"]
+        assert set(env) == HANDLER_ENV_KEYS
+        assert env["DB_SECRET_ARN"] == synth.ref(database.admin_secret.secret_arn)
+        assert env["APP_RW_SECRET_ARN"] == synth.ref(database.app_secrets["app_rw"].secret_arn)
+        assert env["APP_TC_SECRET_ARN"] == synth.ref(database.app_secrets["app_tc"].secret_arn)
+        assert env["DB_PROXY_ENDPOINT"] == synth.ref(database.proxy.endpoint)
+        assert env["DB_CA_BUNDLE"] == "/var/task/certifi/cacert.pem"
+        assert env["MIGRATIONS_DIR"] == "/var/task/migrations"
+        assert (env["LOCK_TIMEOUT_MS"], env["STATEMENT_TIMEOUT_MS"]) == ("5000", "0")
+        assert env["POWERTOOLS_SERVICE_NAME"] == "db-migrations"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "DbMigrations"
+        assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+
+
+def test_provider_framework_calls_both_handlers(synth: Synth) -> None:
+    migrations = synth.stack.migrations
+    on_event, is_complete = synth.ref(migrations.on_event.function_arn), synth.ref(migrations.is_complete.function_arn)
+    framework = {
+        logical_id: fn
+        for logical_id, fn in synth.resources("AWS::Lambda::Function").items()
+        if fn.get("Environment", {}).get("Variables", {}).get("USER_ON_EVENT_FUNCTION_ARN") == on_event
+    }
+    entry = next(i for i, fn in framework.items() if "WAITER_STATE_MACHINE_ARN" in fn["Environment"]["Variables"])
+    assert all(
+        fn["Environment"]["Variables"]["USER_IS_COMPLETE_FUNCTION_ARN"] == is_complete for fn in framework.values()
+    )
+    (run,) = synth.resources("Custom::DbMigrations").values()
+    assert run["ServiceToken"] == {"Fn::GetAtt": [entry, "Arn"]}
+    (state_machine,) = synth.resources("AWS::StepFunctions::StateMachine").values()
+    assert state_machine["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_custom_resource_waits_for_database_and_proxy(synth: Synth) -> None:
+    (run_id,) = synth.resources("Custom::DbMigrations")
+    depends_on = set(synth.json["Resources"][run_id]["DependsOn"])
+    database = synth.stack.database
+    for construct in (database.instance, database.proxy):
+        assert synth.ref(construct.node.default_child.ref)["Ref"] in depends_on
+    assert any(synth.json["Resources"][d]["Type"] == "AWS::RDS::DBProxyTargetGroup" for d in depends_on)
+
+
+def test_trigger_changes_on_every_synth_by_default(synth: Synth, tmp_path: Path) -> None:
+    again = synthesize(tmp_path)
+    assert synth.trigger() != again.trigger()
+
+
+def test_trigger_is_the_code_hash_in_content_hash_mode(content_hash_synths: list[Synth]) -> None:
+    first, second = content_hash_synths
+    assert first.trigger() == second.trigger() == first.stack.migrations.asset.asset_hash
+    (run,) = first.resources("Custom::DbMigrations").values()
+    assert run["MigrationsHash"] == bundling.migrations_fingerprint()
+
+
+def test_outputs_for_operators(synth: Synth) -> None:
+    outputs = synth.json["Outputs"]
+    run_id = next(iter(synth.resources("Custom::DbMigrations")))
+    assert outputs["AppliedCount"]["Value"] == {"Fn::GetAtt": [run_id, "AppliedCount"]}
+    assert outputs["LastMigration"]["Value"] == {"Fn::GetAtt": [run_id, "LastMigration"]}
+    assert outputs["MigrationLogGroupName"]["Value"] == synth.ref(synth.stack.migrations.log_group.log_group_name)
+    assert {"ProxyEndpoint", "AdminSecretArn", "AppRwSecretArn", "AppTcSecretArn"} <= set(outputs)
+
+
+# --- least privilege, cdk-nag, cfn-lint --------------------------------------------------------
+
+
+def _statements(synth: Synth) -> Iterator[dict[str, Any]]:
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        yield from policy["PolicyDocument"]["Statement"]
+    for role in synth.resources("AWS::IAM::Role").values():
+        for policy in role.get("Policies", []):
+            yield from policy["PolicyDocument"]["Statement"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_secrets_manager_statements_name_only_the_three_secrets(synth: Synth) -> None:
+    secrets = [synth.ref(secret.secret_arn) for secret in synth.stack.database.secrets]
+    named = []
+    for statement in _statements(synth):
+        if any(action.startswith("secretsmanager:") for action in _as_list(statement["Action"])):
+            assert statement["Effect"] == "Allow"
+            for resource in _as_list(statement["Resource"]):
+                assert resource in secrets, f"secretsmanager statement on {resource}"
+                named.append(resource)
+    assert all(secret in named for secret in secrets)
+
+
+def test_migration_role_reads_exactly_the_three_secrets(synth: Synth) -> None:
+    role = synth.stack.migrations.on_event.role
+    secrets = [synth.ref(secret.secret_arn) for secret in synth.stack.database.secrets]
+    role_ref = synth.ref(role.role_name)
+    readable = [
+        resource
+        for policy in synth.resources("AWS::IAM::Policy").values()
+        if role_ref in policy["Roles"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "secretsmanager:GetSecretValue" in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    ]
+    assert sorted(map(json.dumps, readable)) == sorted(map(json.dumps, secrets))
+
+
+def test_cdk_nag_reports_no_unacknowledged_error(synth: Synth, content_hash_synths: list[Synth]) -> None:
+    for result in (synth, *content_hash_synths):
+        assert Annotations.from_stack(result.stack).find_error("*", Match.string_like_regexp("AwsSolutions-.*")) == []
+        report = json.loads((result.outdir / "validation-report.json").read_text())
+        failures = [r for r in report["pluginReports"] if r["conclusion"] != "success"]
+        assert failures == [], json.dumps(failures, indent=2)
+
+
+def test_cfn_lint_passes(synth: Synth, tmp_path: Path) -> None:
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps(synth.json))
+    result = subprocess.run(
+        [CFN_LINT, "--ignore-checks", *CFN_LINT_IGNORED, "--", str(template)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the bundled asset -------------------------------------------------------------------------
+
+
+def test_asset_holds_arm64_psycopg2_code_migrations_and_ca_bundle(synth: Synth) -> None:
+    asset = synth.asset_dir()
+    assert list(asset.glob("psycopg2/_psycopg*aarch64*.so")), "no arm64 psycopg2 extension"
+    assert (asset / "lambda_db_setup" / "handler.py").is_file()
+    assert (asset / "certifi" / "cacert.pem").is_file()  # DB_CA_BUNDLE
+    bundled = sorted(p.relative_to(asset).as_posix() for p in (asset / "migrations").rglob("*") if p.is_file())
+    expected = sorted(
+        p.relative_to(bundling.PROJECT_ROOT).as_posix()
+        for p in (bundling.PROJECT_ROOT / "migrations").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    assert bundled == expected and bundled, "migrations/ not bundled as in the project"
+    assert not list(asset.rglob("__pycache__"))
+
+
+def test_asset_leaves_out_what_the_runtime_has(synth: Synth) -> None:
+    asset = synth.asset_dir()
+    for provided in ("boto3", "botocore", "s3transfer"):
+        assert not (asset / provided).exists(), f"{provided} is in the Lambda runtime; do not bundle it"
+
+
+def test_asset_size(synth: Synth) -> None:
+    files = [p for p in synth.asset_dir().rglob("*") if p.is_file()]
+    unzipped = sum(p.stat().st_size for p in files)
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            archive.write(path, path.relative_to(synth.asset_dir()).as_posix())
+    print(f"\nLambda asset: {len(files)} files, {unzipped / 1e6:.1f} MB unzipped, {buffer.tell() / 1e6:.1f} MB zipped")
+    assert unzipped <= ASSET_LIMIT_BYTES
+
+
+@pytest.fixture(scope="module")
+def local_runtime(synth: Synth) -> Path:
+    """The asset's code over a local-architecture install of its requirements plus boto3 (as Lambda has)."""
+    started = time.perf_counter()
+    dependencies = bundling.pip_install(bundling.PROJECT_ROOT / bundling.REQUIREMENTS, "boto3")
+    print(f"\nlocal-architecture requirements (cached): {time.perf_counter() - started:.1f} s")
+    return dependencies
+
+
+def test_handler_imports_with_only_the_bundled_dependencies(synth: Synth, local_runtime: Path, tmp_path: Path) -> None:
+    task_root = tmp_path / "task"
+    shutil.copytree(local_runtime, task_root)
+    for name in bundling.CODE_DIRS:
+        shutil.copytree(synth.asset_dir() / name, task_root / name)
+    # -I -S: no user site, no site-packages, no environment; sys.path is the stdlib plus the task root.
+    code = (
+        f"import sys; sys.path.insert(0, {str(task_root)!r}); "
+        "import lambda_db_setup.handler as handler; handler.on_event; handler.is_complete"
+    )
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,55 @@
+"""Reading the stack's settings from CDK context (no synthesis: fast)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+from aws_cdk import App
+
+from app import CDK_JSON
+from infra.stack import StackConfig
+
+
+def test_cdk_json_lists_every_setting_with_the_code_default() -> None:
+    context = json.loads(CDK_JSON.read_text())["context"]
+    defaults = StackConfig()
+    assert {key: context[key] for key in StackConfig.context_keys().values()} == {
+        StackConfig.context_keys()[name]: value for name, value in asdict(defaults).items()
+    }
+
+
+def test_command_line_strings_become_typed_values() -> None:
+    app = App(
+        context={
+            "multiAz": "true",
+            "deletionProtection": "false",
+            "lockTimeoutMs": "2500",
+            "migrationTrigger": "content-hash",
+            "instanceClass": "r7g.large",
+        }
+    )
+    config = StackConfig.from_context(app.node)
+    assert config.multi_az is True
+    assert config.deletion_protection is False
+    assert config.lock_timeout_ms == 2500
+    assert config.migration_trigger == "content-hash"
+    assert config.instance_class == "r7g.large"
+    assert config.statement_timeout_ms == 0  # untouched default
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("migrationTrigger", "sometimes", "migrationTrigger must be one of always, content-hash"),
+        ("logRetentionDays", 10, "logRetentionDays must be one of"),
+        ("backupRetentionDays", 0, "backupRetentionDays must be 1 to 35"),
+        ("lockTimeoutMs", "soon", "lockTimeoutMs must be a whole number"),
+        ("multiAz", "maybe", "multiAz must be true or false"),
+        ("statementTimeoutMs", -1, "must not be negative"),
+    ],
+)
+def test_invalid_context_is_refused_with_the_key_named(key: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StackConfig.from_context(App(context={key: value}).node)
