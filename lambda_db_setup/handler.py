@@ -1,0 +1,239 @@
+"""Lambda entry points for CDK's ``custom_resources.Provider``: a CloudFormation event in, engine runs out.
+
+``on_event`` starts a Create or Update: it applies the pending migrations that fit in its time and passes
+on how many were applied before it (the framework merges on_event's result into the event it polls
+``is_complete`` with). ``is_complete`` applies whatever is left, within its own time, then ensures the
+application roles and users and returns ``Data``. Until then it answers ``IsComplete: false`` and the
+framework polls again, so a long series of migrations spans several invocations up to the Provider's
+total timeout. The framework ignores ``IsComplete`` from on_event and rejects ``Data`` with
+``IsComplete: false``, so on_event returns neither, and Data comes only with completion.
+
+Delete does nothing: the schema is not this resource's to remove, and a stack delete must never wait
+on, or fail because of, the database. A rollback Update runs the previous asset, whose ``migrations/``
+lacks what this deploy applied: the database being ahead is logged as a warning, never undone.
+Failures raise; the framework turns the message into the CloudFormation Reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import closing
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from . import credentials, roles
+from .connect import connect
+from .engine import Engine, EngineOptions, MigrationOutcome
+from .errors import MigrationError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+PHYSICAL_RESOURCE_ID = "db-migrations"  # one resource per stack; Update keeps whatever id the resource has
+APPLIED_BEFORE = "MigrationsAppliedBefore"  # on_event -> is_complete: to count what this deploy applied
+APPLICATION_NAME = "lambda_db_setup (CloudFormation)"  # how pg_stat_activity and the lock holder show us
+REQUEST_TYPES = ("Create", "Update", "Delete")
+RESPONSE_MARGIN_SECONDS = 5.0  # kept free at the end of an invocation to log, flush metrics and return
+LOCK_WAIT_SECONDS = 30.0
+ROLES_MIN_SECONDS = 5.0  # less time than this left after migrating: the roles wait for the next poll
+
+logger = Logger()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaDbSetup")
+
+
+class EventError(ValueError):
+    """The event is not one the Provider framework sends."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """The fields of a Provider framework event the handler acts on."""
+
+    request_type: str
+    request_id: str
+    physical_resource_id: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the database stands after one invocation."""
+
+    applied_before: int  # migrations the database had when this invocation began
+    applied: list[str]  # every applied migration now, oldest first
+    complete: bool  # nothing pending (and, when asked for, roles ensured)
+
+
+@logger.inject_lambda_context(correlation_id_path="RequestId", clear_state=True)
+def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Create/Update: apply what fits in this invocation. Delete: succeed at once, touching nothing."""
+    request = parse_request(event)
+    if request.request_type == "Delete":
+        logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
+        return {"PhysicalResourceId": request.physical_resource_id}
+    progress = _migrate(request, context, stage="on_event", ensure_roles=False)
+    return {
+        "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
+        APPLIED_BEFORE: progress.applied_before,
+    }
+
+
+@logger.inject_lambda_context(correlation_id_path="RequestId", clear_state=True)
+def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Apply what is left, then the roles; complete with ``Data`` once nothing is pending."""
+    request = parse_request(event)
+    if request.request_type == "Delete":
+        return {"IsComplete": True}
+    applied_before = event.get(APPLIED_BEFORE)
+    if isinstance(applied_before, bool) or not isinstance(applied_before, int) or applied_before < 0:
+        raise EventError(
+            f"is_complete event has no {APPLIED_BEFORE} count; the Provider framework merges on_event's result"
+            " into it: was is_complete invoked without on_event?"
+        )
+    progress = _migrate(request, context, stage="is_complete", ensure_roles=True)
+    if not progress.complete:
+        return {"IsComplete": False}
+    applied_count = max(len(progress.applied) - applied_before, 0)
+    return {
+        "IsComplete": True,
+        "Data": {
+            "AppliedCount": str(applied_count),
+            "LastMigration": progress.applied[-1] if applied_count else "",
+        },
+    }
+
+
+def parse_request(event: object) -> Request:
+    """Validate what the handler relies on; the message becomes the CloudFormation Reason."""
+    if not isinstance(event, dict):
+        raise EventError(f"event must be a JSON object, not {type(event).__name__}")
+    request_type = event.get("RequestType")
+    if request_type is None:
+        raise EventError("event has no RequestType")
+    if request_type not in REQUEST_TYPES:
+        raise EventError(f"unknown RequestType {request_type!r}; expected one of {', '.join(REQUEST_TYPES)}")
+    request_id = event.get("RequestId")
+    if not isinstance(request_id, str) or not request_id:
+        raise EventError(f"{request_type} event has no RequestId")
+    physical_resource_id = event.get("PhysicalResourceId")
+    if request_type != "Create" and (not isinstance(physical_resource_id, str) or not physical_resource_id):
+        raise EventError(f"{request_type} event has no PhysicalResourceId")
+    return Request(request_type, request_id, physical_resource_id)
+
+
+def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool) -> Progress:
+    """One run: secrets, connection, migrations up to the deadline, then (if asked and all done) roles."""
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
+    started = time.perf_counter()
+    logger.append_keys(request_type=request.request_type, stage=stage)
+    applied_now: list[MigrationOutcome] = []
+
+    def on_migration(outcome: MigrationOutcome) -> None:
+        applied_now.append(outcome)
+        logger.info(
+            "migration applied",
+            extra={"migration": outcome.name, "duration_ms": round(outcome.duration_ms, 1), "outcome": "applied"},
+        )
+
+    try:
+        settings = Settings.from_env()
+        client = credentials.secrets_client()
+        admin = credentials.read_admin_login(client, settings.admin_secret_arn, "DB_SECRET_ARN")
+        users = _read_app_users(client, settings)
+        with closing(connect(admin, settings, deadline=deadline, application_name=APPLICATION_NAME)) as conn:
+            engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
+            result = engine.up()
+            if result.ahead:
+                logger.warning(
+                    "the database is ahead of this code: migrations applied that have no file here (a rollback"
+                    " deploys the previous code); the schema is left as it is",
+                    extra={"ahead": result.ahead},
+                )
+            complete = not result.pending
+            if complete and ensure_roles:
+                complete = _ensure_roles(conn, users, deadline)
+    except Exception as error:
+        _log_failure(error)
+        # any failure counts (migration, lock, connection, secrets): one alarm covers every failed deploy
+        metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
+        raise
+    else:
+        metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=0)
+    finally:
+        duration_ms = (time.perf_counter() - started) * 1000
+        metrics.add_metric(name="MigrationsApplied", unit=MetricUnit.Count, value=len(applied_now))
+        metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+        metrics.flush_metrics()
+    logger.info(
+        "migration run finished",
+        extra={
+            "applied": len(result.applied),
+            "skipped": len(result.skipped),
+            "pending": len(result.pending),
+            "ahead": len(result.ahead),
+            "complete": complete,
+            "duration_ms": round(duration_ms, 1),
+        },
+    )
+    return Progress(
+        applied_before=len(result.skipped),
+        applied=result.skipped + [outcome.name for outcome in result.applied],
+        complete=complete,
+    )
+
+
+def _read_app_users(client: Any, settings: Settings) -> list[roles.AppUser]:
+    """Read at the start of every run: a broken app secret fails the deploy before the schema changes."""
+    return [
+        roles.AppUser(credentials.read_user_login(client, arn, variable), group)
+        for arn, variable, group in (
+            (settings.app_rw_secret_arn, "APP_RW_SECRET_ARN", roles.READWRITE),
+            (settings.app_tc_secret_arn, "APP_TC_SECRET_ARN", roles.TABLECREATOR),
+        )
+    ]
+
+
+def _engine_options(settings: Settings, deadline: float) -> EngineOptions:
+    """Timeouts from the settings; the lock wait shortened so that a migration can still start after it."""
+    options = EngineOptions(
+        lock_timeout_ms=settings.lock_timeout_ms,
+        statement_timeout_ms=settings.statement_timeout_ms,
+        deadline=deadline,
+        allow_ahead=True,
+        application_name=APPLICATION_NAME,
+    )
+    time_left = deadline - time.monotonic() - options.start_margin_seconds
+    return replace(options, lock_wait_seconds=max(0.0, min(LOCK_WAIT_SECONDS, time_left)))
+
+
+def _ensure_roles(conn: Any, users: list[roles.AppUser], deadline: float) -> bool:
+    """Ensure roles and users if there is time for it; False leaves them to the next poll."""
+    if deadline - time.monotonic() < ROLES_MIN_SECONDS:
+        logger.info("migrations done; application roles left for the next poll (not enough time left)")
+        return False
+    report = roles.ensure_roles(conn, users)
+    logger.info("application roles ensured", extra={"changes": report.changes, "outcome": "roles"})
+    if report.not_granted:
+        logger.warning(
+            "objects owned by another role were not granted to the application roles",
+            extra={"not_granted": report.not_granted},
+        )
+    return True
+
+
+def _log_failure(error: Exception) -> None:
+    """One line saying what failed; for a migration, which one and with what SQLSTATE."""
+    logger.error(
+        "migration run failed",
+        extra={
+            "outcome": "failed",
+            "migration": error.migration if isinstance(error, MigrationError) else None,
+            "sqlstate": getattr(error, "sqlstate", None),
+            "error_type": type(error).__name__,
+            "reason": str(error),
+        },
+    )

@@ -1,0 +1,412 @@
+"""The Lambda entry points, driven by the events the CDK Provider framework sends, against the embedded server.
+
+Secrets Manager is moto's; the "proxy" is the embedded server's socket directory (DB_SSLMODE=disable).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg2
+import pytest
+from moto import mock_aws
+from psycopg2 import sql
+from psycopg2.extensions import parse_dsn
+
+from lambda_db_setup import handler
+from lambda_db_setup.connect import ConnectError
+from lambda_db_setup.credentials import SecretError
+from lambda_db_setup.engine import EngineOptions
+from lambda_db_setup.errors import MigrationFailedError, OrderError
+from tests import cfn_events
+from tests.cfn_events import LambdaContext
+from tests.helpers import applied_names, table_exists, write_py, write_sql
+
+ADMIN_PASSWORD = "Adm1n-pw-SENTINEL-4f1c"  # trust auth ignores it; it must still never reach a log
+
+
+@dataclass
+class Deployment:
+    """One stack's world: its secrets, its migrations directory, its database."""
+
+    conn: psycopg2.extensions.connection
+    migrations_dir: Path
+    secrets: Any
+    admin_secret_arn: str
+    app_rw_secret_arn: str
+    app_tc_secret_arn: str
+    app_rw: str
+    app_tc: str
+    passwords: list[str]
+
+    def deploy(self, event: dict[str, Any], remaining_seconds: float = 900.0) -> dict[str, Any]:
+        """One CloudFormation request through the framework: on_event, then is_complete until complete."""
+        started = handler.on_event(event, LambdaContext(remaining_seconds))
+        poll = cfn_events.is_complete_event(event, started)
+        for _ in range(10):
+            answer = handler.is_complete(poll, LambdaContext(remaining_seconds))
+            if answer["IsComplete"]:
+                return {**started, **answer, "Data": {**started.get("Data", {}), **answer.get("Data", {})}}
+        raise AssertionError("is_complete never completed")
+
+    def set_password(self, arn: str, username: str, password: str) -> None:
+        self.passwords.append(password)
+        self.secrets.put_secret_value(
+            SecretId=arn, SecretString=json.dumps({"username": username, "password": password})
+        )
+
+
+@pytest.fixture
+def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+    for name in ("DB_PROXY_ENDPOINT", "DB_CA_BUNDLE", "LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", cfn_events.REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    suffix = uuid.uuid4().hex[:8]
+    app_rw, app_tc = f"app_rw_{suffix}", f"app_tc_{suffix}"
+    rw_password, tc_password = f"rw-{uuid.uuid4().hex}", f"tc-{uuid.uuid4().hex}"
+    dsn = parse_dsn(database_url)
+    with mock_aws():
+        secrets = boto3.client("secretsmanager")
+        admin_secret = {
+            "username": dsn["user"],
+            "password": ADMIN_PASSWORD,
+            "engine": "postgres",
+            "host": dsn["host"],  # the server's socket directory
+            "port": 5432,
+            "dbname": dsn["dbname"],
+            "dbClusterIdentifier": "dbstack-cluster",
+        }
+        arns = [
+            secrets.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
+            for name, value in (
+                ("db-admin", admin_secret),
+                ("app-rw", {"username": app_rw, "password": rw_password}),
+                ("app-tc", {"username": app_tc, "password": tc_password}),
+            )
+        ]
+        for variable, arn in zip(("DB_SECRET_ARN", "APP_RW_SECRET_ARN", "APP_TC_SECRET_ARN"), arns, strict=True):
+            monkeypatch.setenv(variable, arn)
+        monkeypatch.setenv("DB_SSLMODE", "disable")
+        monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "2")
+        monkeypatch.setenv("MIGRATIONS_DIR", str(migrations_dir))
+        yield Deployment(
+            conn, migrations_dir, secrets, *arns, app_rw, app_tc, passwords=[ADMIN_PASSWORD, rw_password, tc_password]
+        )
+    with conn.cursor() as cursor:
+        for user in (app_rw, app_tc):
+            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """What the powertools Logger writes (normally to stdout, one JSON object a line)."""
+    stream = io.StringIO()
+    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    return stream
+
+
+def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def three_migrations(directory: Path) -> list[str]:
+    write_py(directory, "1700000000000_create_alpha", 'pgm.sql("CREATE TABLE alpha (id int)")')
+    write_sql(directory, "1700000001000_create_beta", "CREATE TABLE beta (id serial PRIMARY KEY);")
+    write_py(directory, "1700000002000_create_gamma", 'pgm.sql("CREATE TABLE gamma (id int)")')
+    return ["1700000000000_create_alpha", "1700000001000_create_beta", "1700000002000_create_gamma"]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- the deploy replay -------------------------------------------------------------------------------
+
+
+def test_create_update_delete_replay(deployment: Deployment, logs: io.StringIO) -> None:
+    names = three_migrations(deployment.migrations_dir)
+
+    create = cfn_events.create({"MigrationsHash": "a1"})
+    created = deployment.deploy(create)
+    assert created["PhysicalResourceId"] == handler.PHYSICAL_RESOURCE_ID
+    assert created["Data"] == {"AppliedCount": "3", "LastMigration": names[-1]}
+    assert applied_names(deployment.conn) == names
+
+    write_sql(deployment.migrations_dir, "1700000003000_create_delta", "CREATE TABLE delta (id int);")
+    update = cfn_events.update(created["PhysicalResourceId"], {"MigrationsHash": "b2"}, {"MigrationsHash": "a1"})
+    updated = deployment.deploy(update)
+    assert updated["PhysicalResourceId"] == handler.PHYSICAL_RESOURCE_ID  # same id: no replacement, no Delete
+    assert updated["Data"] == {"AppliedCount": "1", "LastMigration": "1700000003000_create_delta"}
+
+    again = deployment.deploy(cfn_events.update(updated["PhysicalResourceId"], {"MigrationsHash": "b2"}))
+    assert again["Data"] == {"AppliedCount": "0", "LastMigration": ""}
+
+    delete = cfn_events.delete(again["PhysicalResourceId"])
+    assert handler.on_event(delete, LambdaContext()) == {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID}
+    assert handler.is_complete(cfn_events.is_complete_event(delete, None), LambdaContext()) == {"IsComplete": True}
+    assert table_exists(deployment.conn, "delta")  # the schema outlives the resource
+
+    lines = log_lines(logs)
+    assert {line["correlation_id"] for line in lines if line.get("request_type") == "Create"} == {create["RequestId"]}
+
+
+def test_on_event_hands_is_complete_the_count_it_started_from(deployment: Deployment) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    event = cfn_events.create()
+    result = handler.on_event(event, LambdaContext())
+    assert result == {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    assert applied_names(deployment.conn) == names  # plenty of time: on_event did all the migrations
+    answer = handler.is_complete(cfn_events.is_complete_event(event, result), LambdaContext())
+    assert answer == {"IsComplete": True, "Data": {"AppliedCount": "3", "LastMigration": names[-1]}}
+
+
+def test_update_keeps_the_physical_id_it_was_given(deployment: Deployment) -> None:
+    three_migrations(deployment.migrations_dir)
+    event = cfn_events.update("resource-made-by-the-javascript-stack")
+    assert handler.on_event(event, LambdaContext())["PhysicalResourceId"] == "resource-made-by-the-javascript-stack"
+
+
+def test_roles_and_users_are_ensured_on_completion(deployment: Deployment) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    with deployment.conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT has_table_privilege(%(rw)s, 'beta', 'INSERT'), has_schema_privilege(%(rw)s, 'public', 'CREATE'),"
+            " has_schema_privilege(%(tc)s, 'public', 'CREATE'), has_sequence_privilege(%(rw)s, 'beta_id_seq', 'USAGE')",
+            {"rw": deployment.app_rw, "tc": deployment.app_tc},
+        )
+        assert cursor.fetchone() == (True, False, True, True)
+
+
+# -- Delete and malformed events ----------------------------------------------------------------------
+
+
+def test_delete_never_touches_the_database_or_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-central-1:123456789012:secret:gone-AbCdEf")
+    monkeypatch.setenv("MIGRATIONS_DIR", "/nonexistent")
+    monkeypatch.setattr(handler.credentials, "secrets_client", _forbidden)
+    monkeypatch.setattr(handler, "connect", _forbidden)
+    event = cfn_events.delete(handler.PHYSICAL_RESOURCE_ID)
+    started = time.monotonic()
+    assert handler.on_event(event, LambdaContext()) == {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID}
+    assert handler.is_complete(cfn_events.is_complete_event(event, None), LambdaContext()) == {"IsComplete": True}
+    assert time.monotonic() - started < 1
+
+
+def _forbidden(*args: object, **kwargs: object) -> None:
+    raise AssertionError("Delete must not read secrets or connect")
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (["Create"], "event must be a JSON object, not list"),
+        ({"RequestId": "r"}, "event has no RequestType"),
+        ({"RequestType": "Replace", "RequestId": "r"}, "unknown RequestType 'Replace'; expected one of Create"),
+        ({"RequestType": "Create"}, "Create event has no RequestId"),
+        ({"RequestType": "Update", "RequestId": "r"}, "Update event has no PhysicalResourceId"),
+        ({"RequestType": "Delete", "RequestId": "r", "PhysicalResourceId": ""}, "Delete event has no PhysicalResource"),
+    ],
+)
+@pytest.mark.parametrize("entry_point", [handler.on_event, handler.is_complete])
+def test_malformed_events_raise_with_a_reason(entry_point: Any, event: Any, reason: str) -> None:
+    with pytest.raises(handler.EventError, match=reason):
+        entry_point(event, LambdaContext())
+
+
+def test_is_complete_without_on_event_result_is_refused() -> None:
+    event = cfn_events.is_complete_event(cfn_events.create(), {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID})
+    with pytest.raises(handler.EventError, match=f"no {handler.APPLIED_BEFORE} count"):
+        handler.is_complete(event, LambdaContext())
+
+
+# -- failures become the CloudFormation reason --------------------------------------------------------
+
+
+def test_failing_migration_fails_with_its_name_and_leaves_nothing_of_it(
+    deployment: Deployment, logs: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_py(deployment.migrations_dir, "1700000000000_create_alpha", 'pgm.sql("CREATE TABLE alpha (id int)")')
+    write_sql(deployment.migrations_dir, "1700000001000_broken", "CREATE TABLE half (id int);\nSELECT 1 / 0;")
+    with pytest.raises(MigrationFailedError, match=r"^1700000001000_broken\.sql: division by zero \(SQLSTATE 22012\)"):
+        handler.on_event(cfn_events.create(), LambdaContext())
+    assert applied_names(deployment.conn) == ["1700000000000_create_alpha"]
+    assert not table_exists(deployment.conn, "half")
+    failure = next(line for line in log_lines(logs) if line["message"] == "migration run failed")
+    assert failure["level"] == "ERROR"
+    assert (failure["outcome"], failure["migration"], failure["sqlstate"]) == (
+        "failed",
+        "1700000001000_broken",
+        "22012",
+    )
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([1.0], [1.0])
+
+
+def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.secrets.delete_secret(SecretId=deployment.app_tc_secret_arn, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(SecretError, match=f"^APP_TC_SECRET_ARN: secret {deployment.app_tc_secret_arn} not found$"):
+        handler.on_event(cfn_events.create(), LambdaContext())
+    assert not table_exists(deployment.conn, "pgmigrations")
+
+
+def test_missing_setting_names_the_variable(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DB_SECRET_ARN")
+    with pytest.raises(ValueError, match=r"^DB_SECRET_ARN is not set$"):
+        handler.on_event(cfn_events.create(), LambdaContext())
+
+
+def test_unreachable_proxy_fails_within_the_time_left(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match=rf"^cannot reach 127\.0\.0\.1:{port} \(database .*\) after \d+ attempt"):
+        handler.on_event(cfn_events.create(), LambdaContext(remaining_seconds=handler.RESPONSE_MARGIN_SECONDS + 4))
+    assert time.monotonic() - started < 4.5
+
+
+# -- rollback: the previous code on a database that is ahead -------------------------------------------
+
+
+def test_rollback_update_with_older_migrations_succeeds_with_a_warning(
+    deployment: Deployment, logs: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    previous_asset = tmp_path / "previous" / "migrations"
+    previous_asset.mkdir(parents=True)
+    for name in names[:2]:
+        path = next(deployment.migrations_dir.glob(f"{name}.*"))
+        shutil.copy(path, previous_asset / path.name)
+    monkeypatch.setenv("MIGRATIONS_DIR", str(previous_asset))
+
+    rolled_back = deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID))
+
+    assert rolled_back["Data"] == {"AppliedCount": "0", "LastMigration": ""}
+    assert table_exists(deployment.conn, "gamma")  # never rolled back automatically
+    warnings = [line for line in log_lines(logs) if line["level"] == "WARNING"]
+    assert warnings and all(line["ahead"] == [names[2]] for line in warnings)
+    assert "the database is ahead of this code" in warnings[0]["message"]
+
+
+def test_a_gap_in_the_middle_still_fails(deployment: Deployment) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    next(deployment.migrations_dir.glob(f"{names[1]}.*")).unlink()
+    with pytest.raises(OrderError, match=names[1]):
+        handler.on_event(cfn_events.update(handler.PHYSICAL_RESOURCE_ID), LambdaContext())
+
+
+# -- time ----------------------------------------------------------------------------------------------
+
+START_MARGIN = EngineOptions().start_margin_seconds
+
+
+def test_too_little_time_starts_nothing_and_the_next_poll_finishes(deployment: Deployment) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    event = cfn_events.create()
+    short = handler.RESPONSE_MARGIN_SECONDS + START_MARGIN - 1
+    started = handler.on_event(event, LambdaContext(short))
+    assert applied_names(deployment.conn) == []
+    poll = cfn_events.is_complete_event(event, started)
+    assert handler.is_complete(poll, LambdaContext(short)) == {"IsComplete": False}  # no Data with False
+    assert handler.is_complete(poll, LambdaContext()) == {
+        "IsComplete": True,
+        "Data": {"AppliedCount": "3", "LastMigration": names[-1]},
+    }
+
+
+def test_deadline_stops_between_migrations_and_polls_continue(deployment: Deployment) -> None:
+    """3 s fit before the start margin is reached: the slow first migration runs whole, the others wait."""
+    write_sql(deployment.migrations_dir, "1700000000000_slow", "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);")
+    write_sql(deployment.migrations_dir, "1700000001000_second", "CREATE TABLE second (id int);")
+    write_sql(deployment.migrations_dir, "1700000002000_third", "CREATE TABLE third (id int);")
+    event = cfn_events.create()
+    started = handler.on_event(event, LambdaContext(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN + 3))
+    assert applied_names(deployment.conn) == ["1700000000000_slow"]
+    assert not table_exists(deployment.conn, "second")
+    answer = handler.is_complete(cfn_events.is_complete_event(event, started), LambdaContext())
+    assert answer["Data"] == {"AppliedCount": "3", "LastMigration": "1700000002000_third"}
+
+
+def test_roles_wait_for_a_poll_with_time_for_them(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    three_migrations(deployment.migrations_dir)
+    event = cfn_events.create()
+    started = handler.on_event(event, LambdaContext())
+    monkeypatch.setattr(handler, "ROLES_MIN_SECONDS", 10_000.0)
+    assert handler.is_complete(cfn_events.is_complete_event(event, started), LambdaContext()) == {"IsComplete": False}
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (deployment.app_rw,))
+        assert cursor.fetchone() == (0,)
+
+
+def test_lock_and_statement_timeouts_come_from_the_environment(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCK_TIMEOUT_MS", "1234")
+    monkeypatch.setenv("STATEMENT_TIMEOUT_MS", "56789")
+    write_sql(
+        deployment.migrations_dir,
+        "1700000000000_record_settings",
+        "CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock_timeout,"
+        " current_setting('statement_timeout') AS statement_timeout;",
+    )
+    handler.on_event(cfn_events.create(), LambdaContext())
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT lock_timeout, statement_timeout FROM seen")
+        assert cursor.fetchone() == ("1234ms", "56789ms")
+
+
+# -- CloudWatch ----------------------------------------------------------------------------------------
+
+
+def test_logs_and_metrics_of_a_run(deployment: Deployment, logs: io.StringIO, capsys: pytest.CaptureFixture) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    event = cfn_events.create()
+    handler.on_event(event, LambdaContext())
+    lines = log_lines(logs)
+    applied = [line for line in lines if line["message"] == "migration applied"]
+    assert [line["migration"] for line in applied] == names
+    assert all(line["outcome"] == "applied" and line["duration_ms"] >= 0 for line in applied)
+    (summary,) = [line for line in lines if line["message"] == "migration run finished"]
+    assert summary["correlation_id"] == event["RequestId"]
+    assert (summary["request_type"], summary["stage"]) == ("Create", "on_event")
+    assert (summary["applied"], summary["skipped"], summary["pending"], summary["ahead"]) == (3, 0, 0, 0)
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    metrics = {metric["Name"] for metric in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert metrics == {"MigrationsApplied", "MigrationsFailed", "RunDuration"}
+    assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([3.0], [0.0])
+
+
+def test_no_secret_value_reaches_any_log(
+    deployment: Deployment, logs: io.StringIO, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    deployment.set_password(deployment.app_rw_secret_arn, deployment.app_rw, f"rotated-{uuid.uuid4().hex}")
+    deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID))
+    monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{closed_port()}")
+    with pytest.raises(ConnectError):
+        handler.on_event(cfn_events.create(), LambdaContext(handler.RESPONSE_MARGIN_SECONDS + 3))
+    captured = capsys.readouterr()
+    everything = logs.getvalue() + captured.out + captured.err
+    assert "set password of" in everything  # the rotation was logged ...
+    for password in deployment.passwords:
+        assert password not in everything  # ... without any password
+    assert "postgresql://" not in everything

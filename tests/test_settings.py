@@ -1,0 +1,65 @@
+"""Environment configuration: defaults, and errors that name the variable at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import certifi
+import pytest
+
+from lambda_db_setup.settings import DEFAULT_MIGRATIONS_DIR, PROXY_PORT, ConfigurationError, Settings
+
+REQUIRED = {
+    "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:admin-AbCdEf",
+    "APP_RW_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rw-AbCdEf",
+    "APP_TC_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:tc-AbCdEf",
+}
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env(REQUIRED | {"MIGRATIONS_DIR": str(tmp_path)})
+    assert settings.admin_secret_arn == REQUIRED["DB_SECRET_ARN"]
+    assert (settings.proxy_host, settings.proxy_port) == (None, PROXY_PORT)
+    assert (settings.sslmode, settings.ca_bundle) == ("verify-full", certifi.where())
+    assert (settings.lock_timeout_ms, settings.statement_timeout_ms) == (5000, 0)
+    assert settings.connect_timeout_seconds == 10
+    assert settings.migrations_dir == tmp_path
+
+
+def test_migrations_dir_defaults_to_the_one_beside_the_package() -> None:
+    assert Path(__file__).resolve().parent.parent / "migrations" == DEFAULT_MIGRATIONS_DIR
+    assert Settings.from_env(REQUIRED).migrations_dir == DEFAULT_MIGRATIONS_DIR
+
+
+def test_proxy_endpoint_with_and_without_port(tmp_path: Path) -> None:
+    proxy = "dbstack-proxy.proxy-abc.eu-central-1.rds.amazonaws.com"
+    assert Settings.from_env(REQUIRED | {"DB_PROXY_ENDPOINT": proxy}).proxy_host == proxy
+    settings = Settings.from_env(REQUIRED | {"DB_PROXY_ENDPOINT": f"{proxy}:6432"})
+    assert (settings.proxy_host, settings.proxy_port) == (proxy, 6432)
+
+
+def test_ca_bundle_only_for_verifying_modes(tmp_path: Path) -> None:
+    bundle = tmp_path / "rds-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings.from_env(REQUIRED | {"DB_CA_BUNDLE": str(bundle)}).ca_bundle == str(bundle)
+    assert Settings.from_env(REQUIRED | {"DB_SSLMODE": "disable", "DB_CA_BUNDLE": "/missing"}).ca_bundle is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"DB_SECRET_ARN": ""}, "^DB_SECRET_ARN is not set$"),
+        ({"APP_TC_SECRET_ARN": None}, "^APP_TC_SECRET_ARN is not set$"),
+        ({"DB_SSLMODE": "on"}, "^DB_SSLMODE must be one of disable, allow, prefer, require, verify-ca, verify-full"),
+        ({"DB_CA_BUNDLE": "/missing/ca.pem"}, "^DB_CA_BUNDLE: CA bundle /missing/ca.pem is not a file$"),
+        ({"LOCK_TIMEOUT_MS": "5s"}, "^LOCK_TIMEOUT_MS must be a whole number; got '5s'$"),
+        ({"STATEMENT_TIMEOUT_MS": "-1"}, "^STATEMENT_TIMEOUT_MS must be at least 0; got -1$"),
+        ({"DB_CONNECT_TIMEOUT_SECONDS": "1"}, "^DB_CONNECT_TIMEOUT_SECONDS must be at least 2; got 1$"),
+        ({"DB_PROXY_ENDPOINT": "proxy:port"}, "^DB_PROXY_ENDPOINT must be a host name or host:port; got 'proxy:port'"),
+        ({"MIGRATIONS_DIR": "/missing"}, "^MIGRATIONS_DIR: migrations directory /missing does not exist$"),
+    ],
+)
+def test_errors_name_the_variable(changes: dict[str, str | None], message: str) -> None:
+    environ = {key: value for key, value in (REQUIRED | changes).items() if value is not None}
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env(environ)
