@@ -84,10 +84,14 @@ class Migration:
 
     def _read_text(self) -> str:
         try:
-            return self.path.read_bytes().decode("utf-8")
+            data = self.path.read_bytes()
+            return data.decode("utf-8")
         except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
             raise MigrationFileError(
-                f"{self.file_name}: not valid UTF-8 (byte {error.start})", migration=self.name
+                f"{self.file_name}: not valid UTF-8 (line {line}: byte 0x{data[error.start]:02x} at offset"
+                f" {error.start}); save it as UTF-8",
+                migration=self.name,
             ) from error
         except OSError as error:
             raise MigrationFileError(f"{self.file_name}: cannot read: {error.strerror}", migration=self.name) from error
@@ -107,6 +111,12 @@ def _import_file(migration: Migration) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:
+        if error.msg.startswith("(unicode error)"):
+            raise MigrationFileError(
+                f"{migration.file_name}: not valid UTF-8 (line {error.lineno}: {error.msg.split(') ', 1)[-1]});"
+                " save it as UTF-8",
+                migration=migration.name,
+            ) from error
         raise MigrationFileError(
             f"{migration.file_name}: line {error.lineno}: {error.msg}", migration=migration.name
         ) from error
@@ -151,10 +161,11 @@ def is_candidate(path: Path) -> bool:
 def discover(directory: Path) -> list[Migration]:
     """All migrations in ``directory``, ordered by timestamp then name; bad or clashing names are errors."""
     if not directory.is_dir():
-        raise MigrationFileError(f"migrations directory {directory} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise MigrationFileError(f"migrations directory {directory} {problem} (looked for {directory.resolve()})")
     migrations = sorted(
         (parse_file_name(path) for path in directory.iterdir() if is_candidate(path)),
-        key=lambda migration: (migration.timestamp, migration.name),
+        key=lambda migration: (migration.timestamp, migration.name, migration.file_name),
     )
     by_name: dict[str, Migration] = {}
     by_timestamp: dict[int, Migration] = {}

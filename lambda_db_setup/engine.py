@@ -28,15 +28,19 @@ from .errors import (
     DataLossError,
     DriftError,
     LockContentionError,
-    MigrationError,
     MigrationFailedError,
     MigrationFileError,
     OrderError,
 )
-from .sqltext import dropped_tables, is_transaction_control
+from .sqltext import dropped_tables, identifiers, is_transaction_control, split_statements
 from .tracking import AppliedRow
 
 LOCK_NOT_AVAILABLE = "55P03"
+INVALID_TRANSACTION_TERMINATION = "2D000"
+TRANSACTION_ENDED_HINT = (
+    "; a DO block or procedure tried to end the migration's transaction: the engine runs each migration in one"
+    " transaction, so remove the COMMIT/ROLLBACK or call pgm.no_transaction() / add '-- pgm:no-transaction'"
+)
 STATEMENT_EXCERPT = 300
 ROW_COUNT_CAP = 1_000_000
 
@@ -55,16 +59,19 @@ class EngineOptions:
     start_margin_seconds: float = 10.0
     allow_ahead: bool = False
     application_name: str = "lambda_db_setup"
+    client_check_interval_ms: int = 1000  # PostgreSQL 14+: end a dead runner's statement within this long
 
 
 @dataclass(frozen=True)
 class MigrationOutcome:
-    """One migration that ran (or, in a dry run, would run), and how long it took."""
+    """One migration that ran (or, in a dry run, would run), how long it took, and in how many attempts."""
 
     name: str
     duration_ms: float
     direction: str = "up"
     sql: tuple[str, ...] = ()
+    attempts: int = 1  # more than 1 when lock contention made the engine run it again
+    use_transaction: bool = True  # False for a migration that runs statement by statement (no_transaction)
 
 
 @dataclass
@@ -190,6 +197,8 @@ class Engine:
         self.options = options or EngineOptions()
         self.on_migration = on_migration
         self._settings_applied = False
+        self._attempt = 1
+        self._invalid_before: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -213,11 +222,12 @@ class Engine:
                 return result
             if not plan.table_exists:
                 tracking.ensure_table(cursor)
-            for index, migration in enumerate(targets):
+            builders = [self._build(migration, "up") for migration in targets]  # every file valid before any runs
+            for index, (migration, builder) in enumerate(zip(targets, builders, strict=True)):
                 if self._out_of_time():
                     result.pending = [remaining.name for remaining in targets[index:]]
                     break
-                result.applied.append(self._run(cursor, migration, "up"))
+                result.applied.append(self._run(cursor, migration, "up", builder))
             return result
 
     def down(self, count: int = 1, *, force: bool = False, dry_run: bool = False) -> RunResult:
@@ -232,10 +242,11 @@ class Engine:
             if dry_run:
                 result.applied = [self._render(migration, "down") for migration in targets]
                 return result
-            for migration in targets:
-                builder = self._build(migration, "down")
-                if not force:
+            builders = [self._build(migration, "down") for migration in targets]  # all valid before any runs
+            if not force:
+                for migration, builder in zip(targets, builders, strict=True):
                     self._refuse_data_loss(cursor, migration, builder)
+            for migration, builder in zip(targets, builders, strict=True):
                 result.applied.append(self._run(cursor, migration, "down", builder))
             return result
 
@@ -310,6 +321,13 @@ class Engine:
                         f"{self.options.statement_timeout_ms}ms",
                     ),
                 )
+                if self.conn.server_version >= 140000 and self.options.client_check_interval_ms > 0:
+                    # A runner killed mid-statement: its backend notices the closed socket and rolls back now,
+                    # not when the statement ends, so the lock and the half-done migration go with it.
+                    cursor.execute(
+                        "SELECT set_config('client_connection_check_interval', %s, false)",
+                        (f"{self.options.client_check_interval_ms}ms",),
+                    )
                 self._settings_applied = True
             yield cursor
 
@@ -348,8 +366,9 @@ class Engine:
     def _build(self, migration: Migration, direction: str) -> MigrationBuilder:
         builder = migration.build(direction)
         if builder.use_transaction:
-            for statement in builder.statements:
-                text = statement.as_string(self.conn)
+            for text in (
+                part for statement in builder.statements for part in split_statements(statement.as_string(self.conn))
+            ):
                 if is_transaction_control(text):
                     raise MigrationFileError(
                         f"{migration.file_name}: ends or opens a transaction itself ({_excerpt(text)}); the"
@@ -362,14 +381,14 @@ class Engine:
     def _render(self, migration: Migration, direction: str) -> MigrationOutcome:
         builder = self._build(migration, direction)
         statements = tuple(statement.as_string(self.conn) for statement in builder.statements)
-        return MigrationOutcome(migration.name, 0.0, direction, statements)
+        return MigrationOutcome(migration.name, 0.0, direction, statements, use_transaction=builder.use_transaction)
 
     def _run(
         self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder | None = None
     ) -> MigrationOutcome:
         builder = builder or self._build(migration, direction)
         started = time.perf_counter()
-        attempt = 0
+        self._attempt = 1
         while True:
             try:
                 if builder.use_transaction:
@@ -377,12 +396,14 @@ class Engine:
                 else:
                     self._run_without_transaction(cursor, migration, direction, builder)
                 break
-            except _Retryable as retry:
-                attempt += 1
-                if attempt > self.options.lock_retries:
-                    raise retry.final from None
-                time.sleep(self.options.lock_retry_backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-        outcome = MigrationOutcome(migration.name, (time.perf_counter() - started) * 1000, direction)
+            except _Retryable:
+                backoff = self.options.lock_retry_backoff_seconds * 2 ** (self._attempt - 1)
+                time.sleep(backoff * random.uniform(0.5, 1.5))
+                self._attempt += 1
+        duration_ms = (time.perf_counter() - started) * 1000
+        outcome = MigrationOutcome(
+            migration.name, duration_ms, direction, attempts=self._attempt, use_transaction=builder.use_transaction
+        )
         if self.on_migration:
             self.on_migration(outcome)
         return outcome
@@ -395,7 +416,7 @@ class Engine:
         cursor.execute(opening)
         try:
             for statement in builder.statements:
-                self._execute(cursor, migration, builder, statement, retry_safe=True)
+                self._execute(cursor, migration, statement, index=None)
                 if self.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
                     raise MigrationFailedError(
                         f"{migration.file_name}: a statement ended the migration's transaction"
@@ -417,9 +438,10 @@ class Engine:
         timeout = self._statement_timeout_ms()
         if timeout is not None:
             cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout}ms",))
+        self._invalid_before = set(_invalid_indexes(cursor))
         try:
             for index, statement in enumerate(builder.statements):
-                self._execute(cursor, migration, builder, statement, retry_safe=index == 0)
+                self._execute(cursor, migration, statement, index=index)
             self._finish(cursor, migration, direction, in_transaction=False)
         finally:
             if timeout is not None and not self.conn.closed:
@@ -440,52 +462,69 @@ class Engine:
         self,
         cursor: Cursor,
         migration: Migration,
-        builder: MigrationBuilder,
         statement: Composable,
         *,
-        retry_safe: bool,
+        index: int | None,
     ) -> None:
+        """Run one statement; ``index`` is its position in a migration that runs without a transaction."""
         try:
             cursor.execute(statement)
         except psycopg2.Error as error:
-            failure = self._failure(cursor, migration, builder, statement.as_string(self.conn), error, retry_safe)
-            raise failure from error
+            raise self._failure(cursor, migration, statement.as_string(self.conn), error, index) from error
 
     def _failure(
-        self,
-        cursor: Cursor,
-        migration: Migration,
-        builder: MigrationBuilder,
-        text: str,
-        error: psycopg2.Error,
-        retry_safe: bool,
+        self, cursor: Cursor, migration: Migration, text: str, error: psycopg2.Error, index: int | None
     ) -> Exception:
+        """The error to raise for a failed statement, or `_Retryable` when running it again is safe."""
         pg_message = (error.diag.message_primary or str(error)).strip() if error.diag else str(error).strip()
+        pg_message = pg_message.splitlines()[0] if pg_message else type(error).__name__
+        if error.pgcode is None or self.conn.closed:
+            kept = (
+                "its transaction was not committed: nothing of it was applied"
+                if index is None
+                else f"it runs without a transaction: {_kept(index)}"
+            )
+            return MigrationFailedError(
+                f"{migration.file_name}: connection lost while running it ({pg_message}); {kept}",
+                migration=migration.name,
+                statement=text,
+                pg_message=pg_message,
+            )
+        if index is not None:
+            self._rollback(cursor)  # a no-transaction migration may have opened one itself
+        invalid = [] if index is None else _invalid_indexes(cursor)
+        new_invalid = [name for name in invalid if name not in self._invalid_before]
+        notes = _invalid_index_note(invalid) + ("" if not index else f"; it runs without a transaction: {_kept(index)}")
         if error.pgcode == LOCK_NOT_AVAILABLE:
             self._rollback(cursor)
-            final = LockContentionError(
-                f"{migration.file_name}: lock contention: could not lock {_conflict(cursor, text)} within"
-                f" lock_timeout ({self.options.lock_timeout_ms} ms) after {self.options.lock_retries} retries;"
-                " live traffic holds a conflicting lock: retry when it is quieter or raise LOCK_TIMEOUT_MS",
+            conflicts = _conflicts(cursor, text)
+            if index:
+                why_not = "not retried: statements before it already ran outside a transaction"
+            elif new_invalid:
+                why_not = "not retried: it left an INVALID index"
+            elif self._out_of_time():
+                why_not = "not retried: too close to the deadline"
+            elif self._attempt <= self.options.lock_retries:
+                return _Retryable()
+            else:
+                why_not = f"gave up after {self._attempt} attempts"
+            holders = ", ".join(
+                f"table {table} (held by pid {pid}{' ' + app if app else ''})" for table, pid, app in conflicts
+            )
+            return LockContentionError(
+                f"{migration.file_name}: lock contention: could not lock {holders or 'a table it needs'} within"
+                f" lock_timeout ({self.options.lock_timeout_ms} ms), {why_not}; live traffic holds a conflicting"
+                f" lock: retry when it is quieter or raise LOCK_TIMEOUT_MS / --lock-timeout-ms{notes}",
                 migration=migration.name,
                 sqlstate=error.pgcode,
                 statement=text,
                 pg_message=pg_message,
+                attempts=self._attempt,
+                conflicts=conflicts,
             )
-            if retry_safe and not _invalid_indexes(cursor):
-                return _Retryable(final)
-            return final
-        if error.pgcode is None:
-            return MigrationFailedError(
-                f"{migration.file_name}: connection lost while running it ({pg_message});"
-                " its transaction was not committed",
-                migration=migration.name,
-                statement=text,
-                pg_message=pg_message,
-            )
-        invalid = "" if self.conn.closed or builder.use_transaction else _invalid_index_note(cursor)
+        hint = TRANSACTION_ENDED_HINT if error.pgcode == INVALID_TRANSACTION_TERMINATION else ""
         return MigrationFailedError(
-            f"{migration.file_name}: {pg_message} (SQLSTATE {error.pgcode}) in: {_excerpt(text)}{invalid}",
+            f"{migration.file_name}: {pg_message} (SQLSTATE {error.pgcode}) in: {_excerpt(text)}{hint}{notes}",
             migration=migration.name,
             sqlstate=error.pgcode,
             statement=text,
@@ -514,7 +553,7 @@ class Engine:
                 (rows,) = cursor.fetchone()
                 if rows:
                     amount = f"over {ROW_COUNT_CAP:,}" if rows > ROW_COUNT_CAP else f"{rows:,}"
-                    losses.append(f"{found[0]}.{found[1]} ({amount} rows)")
+                    losses.append(f"{found[0]}.{found[1]} ({amount} row{'' if rows == 1 else 's'})")
         if losses:
             raise DataLossError(
                 f"{migration.file_name}: down would drop {', '.join(losses)}; pass --force to drop them anyway",
@@ -523,11 +562,7 @@ class Engine:
 
 
 class _Retryable(Exception):
-    """A lock-timeout failure that is safe to retry; carries the error to raise when retries run out."""
-
-    def __init__(self, final: MigrationError) -> None:
-        super().__init__(str(final))
-        self.final = final
+    """A lock-timeout failure that is safe to retry (the engine sleeps, then runs the migration again)."""
 
 
 def _select_up_targets(pending: list[Migration], count: int | None, to: str | None) -> list[Migration]:
@@ -546,21 +581,34 @@ def _excerpt(text: str | bytes | None) -> str:
     return flat if len(flat) <= STATEMENT_EXCERPT else flat[: STATEMENT_EXCERPT - 3] + "..."
 
 
-def _conflict(cursor: Cursor, statement: str) -> str:
-    """Name the table(s) another session holds locked that the failing statement mentions."""
+def _kept(index: int) -> str:
+    if index == 0:
+        return "it failed on its first statement, nothing of it was applied"
+    return (
+        f"the {index} statement(s) before the failing one stay applied and it is not recorded;"
+        " make them re-runnable (IF NOT EXISTS) or undo them before running it again"
+    )
+
+
+def _conflicts(cursor: Cursor, statement: str) -> list[tuple[str, int, str]]:
+    """Tables the failing statement names that other sessions hold locks on: (table, pid, application_name)."""
     cursor.execute(
         """
-        SELECT DISTINCT c.relname, l.pid, coalesce(a.application_name, '')
-        FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid
+        SELECT DISTINCT n.nspname, c.relname, l.pid, coalesce(a.application_name, '')
+        FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND c.relkind IN ('r', 'p', 'm') AND position(lower(c.relname) IN lower(%s)) > 0
-        ORDER BY 1
-        """,
-        (statement,),
+          AND c.relkind IN ('r', 'p', 'm')
+        ORDER BY 2, 3
+        """
     )
-    holders = [f"table {name} (held by pid {pid} {app})".replace(" )", ")") for name, pid, app in cursor.fetchall()]
-    return ", ".join(holders) if holders else "a table it needs"
+    named = identifiers(statement)
+    return [
+        (relname if schema == "public" else f"{schema}.{relname}", pid, app)
+        for schema, relname, pid, app in cursor.fetchall()
+        if relname in named
+    ]
 
 
 def _invalid_indexes(cursor: Cursor) -> list[str]:
@@ -568,11 +616,10 @@ def _invalid_indexes(cursor: Cursor) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _invalid_index_note(cursor: Cursor) -> str:
-    invalid = _invalid_indexes(cursor)
+def _invalid_index_note(invalid: list[str]) -> str:
     if not invalid:
         return ""
     return (
         f"; INVALID index(es) left by a failed concurrent build: {', '.join(invalid)}"
-        " (DROP INDEX CONCURRENTLY them before retrying)"
+        " (DROP INDEX CONCURRENTLY them before running it again)"
     )

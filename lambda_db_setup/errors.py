@@ -80,8 +80,31 @@ class MigrationFailedError(MigrationError):
 
 
 class LockContentionError(MigrationFailedError):
-    """A migration kept hitting ``lock_timeout`` because live traffic held a conflicting lock."""
+    """A migration kept hitting ``lock_timeout`` because live traffic held a conflicting lock.
+
+    ``attempts`` is how many times it ran into the timeout; ``conflicts`` the (table, pid, application_name)
+    of other sessions holding locks on tables the statement names.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        migration: str,
+        sqlstate: str | None = None,
+        statement: str | None = None,
+        pg_message: str | None = None,
+        attempts: int = 1,
+        conflicts: list[tuple[str, int, str]] | None = None,
+    ) -> None:
+        super().__init__(message, migration=migration, sqlstate=sqlstate, statement=statement, pg_message=pg_message)
+        self.attempts = attempts
+        self.conflicts = conflicts or []
 
 
 class DataLossError(MigrationError):
     """A `down` would drop tables that still hold rows; it needs an explicit force."""
+
+
+class LintError(MigrationError):
+    """The migration linter (squawk) could not run or could not be understood."""

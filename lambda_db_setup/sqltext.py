@@ -24,6 +24,7 @@ _DROP_TABLE = re.compile(
 )
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_NAME = re.compile(r'"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)')
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,23 @@ def first_keyword(statement: str) -> str:
 
 
 def is_transaction_control(statement: str) -> bool:
-    """Whether a statement would end or nest the transaction the engine runs a migration in."""
-    return first_keyword(statement) in TRANSACTION_CONTROL
+    """Whether a statement would end or nest the transaction the engine runs a migration in.
+
+    ``ROLLBACK TO [SAVEPOINT]`` stays inside the transaction; ``PREPARE TRANSACTION`` ends it.
+    """
+    keyword = first_keyword(statement)
+    words = _strip_leading_comments(statement).split(None, 2)
+    second = words[1].upper() if len(words) > 1 else ""
+    if keyword == "ROLLBACK" and second == "TO":
+        return False
+    return keyword in TRANSACTION_CONTROL or (keyword == "PREPARE" and second == "TRANSACTION")
+
+
+def identifiers(text: str) -> set[str]:
+    """Every name the text could mention, as PostgreSQL folds it (unquoted lower-cased, quoted verbatim)."""
+    return {
+        match["word"].lower() if match["word"] else match["quoted"].replace('""', '"') for match in _NAME.finditer(text)
+    }
 
 
 def dropped_tables(text: str) -> list[str]:

@@ -28,9 +28,7 @@ def write_sql(directory: Path, name: str, up: str, down: str | None = None, *, h
 
 def create_table_migration(directory: Path, name: str, table: str) -> Path:
     """A reversible migration creating one small table."""
-    return write_py(
-        directory, name, f'pgm.sql("CREATE TABLE {table} (id int)")', f'pgm.sql("DROP TABLE {table}")'
-    )
+    return write_py(directory, name, f'pgm.sql("CREATE TABLE {table} (id int)")', f'pgm.sql("DROP TABLE {table}")')
 
 
 def applied_names(conn) -> list[str]:

@@ -208,8 +208,8 @@ def test_rows_written_by_node_pg_migrate_are_adopted(conn, migrations_dir) -> No
             " run_on timestamp NOT NULL)"
         )
         cursor.execute("CREATE TABLE a (id int); CREATE TABLE b (id int)")
-        cursor.execute("INSERT INTO \"public\".\"pgmigrations\" (name, run_on) VALUES ('1000_a', NOW())")
-        cursor.execute("INSERT INTO \"public\".\"pgmigrations\" (name, run_on) VALUES ('2000_b', NOW())")
+        cursor.execute('INSERT INTO "public"."pgmigrations" (name, run_on) VALUES (\'1000_a\', NOW())')
+        cursor.execute('INSERT INTO "public"."pgmigrations" (name, run_on) VALUES (\'2000_b\', NOW())')
     plan = Engine(conn, migrations_dir).plan()
     assert [m.name for m in plan.pending] == ["3000_c"]
     assert plan.drifted == []
