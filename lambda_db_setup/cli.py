@@ -24,6 +24,7 @@ from . import lock
 from .discovery import discover
 from .engine import Engine, EngineOptions, MigrationOutcome, RunResult
 from .errors import MigrationError
+from .lint import format_report, lint
 
 DEFAULT_MIGRATIONS_DIR = Path("migrations")
 APPLICATION_NAME = "lambda_db_setup"
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--to", metavar="NAME", help="only up to and including NAME")
     baseline.add_argument("--no-verify", action="store_true", help="skip checking that the schema matches")
 
+    commands.add_parser("check", parents=[common], help="lint the pending migrations' SQL with squawk")
+
     unlock = commands.add_parser("unlock", parents=[common], help="show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
     return parser
@@ -152,6 +155,10 @@ def _run(args: argparse.Namespace, conn: Connection) -> int:
             print(f"  {name}")
     elif args.command == "unlock":
         _unlock(conn, terminate=args.terminate)
+    elif args.command == "check":
+        report = lint(conn, args.migrations_dir, _options(args))
+        print(format_report(report))
+        return EXIT_OK if report.ok else EXIT_FAILED
     return EXIT_OK
 
 

@@ -8,6 +8,10 @@ prompts an administrator saved since.
 
 from lambda_db_setup.builder import MigrationBuilder, func
 
+SQUAWK_IGNORE = {
+    "prefer-timestamp-tz": "the deployed schema has timestamp; moving to timestamptz is a migration of its own",
+}
+
 DEFAULT_EMPATHY_PROMPT = """\
 You are an experienced clinical communication educator acting as an impartial judge. A health-professions \
 student is practising a conversation with a simulated patient. Evaluate how empathetic the student's \

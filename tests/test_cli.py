@@ -182,3 +182,19 @@ def test_without_database_url_the_embedded_server_is_started_and_reused(migratio
     assert f"using the embedded PostgreSQL 16 (data in {data_dir})" in first.stderr
     assert "applied 1000_a" in first.stdout
     assert second.returncode == 0 and "applied (1):" in second.stdout
+
+
+def test_check_lints_pending_migrations_and_fails_on_findings(database_url, migrations_dir, capsys) -> None:
+    write_py(migrations_dir, "1000_table", "pgm.create_table('items', {'id': {'type': 'bigint', 'primary_key': True}})")
+    assert run(capsys, database_url, migrations_dir, "up")[0] == EXIT_OK
+    write_py(migrations_dir, "2000_index", 'pgm.sql("CREATE INDEX items_id_idx ON items (id)")')
+    code, out, _ = run(capsys, database_url, migrations_dir, "check")
+    assert code == EXIT_FAILED
+    assert "2000_index.py" in out and "require-concurrent-index-creation" in out
+    assert out.rstrip().splitlines()[-1].startswith("check: failed")
+
+
+def test_check_passes_on_the_project_migrations(database_url, capsys) -> None:
+    code, out, _ = run(capsys, database_url, PROJECT_ROOT / "migrations", "check")
+    assert code == EXIT_OK, out
+    assert out.rstrip().splitlines()[-1].startswith("check: ok")
