@@ -1,7 +1,8 @@
 """Build the migration Lambda's asset on the host with pip: no Docker here, nor in CI.
 
 The asset is the project's ``lambda_db_setup/`` package and ``migrations/`` directory beside the
-runtime dependencies of ``requirements-lambda.txt``, installed as Linux/arm64 CPython 3.12 wheels.
+runtime dependencies of ``requirements-lambda.txt``, installed as Linux/arm64 CPython 3.12 wheels;
+with ``lint=True`` also squawk (``requirements-lambda-lint.txt``), whose native binary lands at ``bin/squawk``.
 The pip step is the slow one (and the only one needing PyPI), so its result is kept under
 ``.cdk-bundle-cache/`` keyed by the requirements' content: later synths only copy files.
 """
@@ -23,6 +24,8 @@ from constructs import Construct
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = "requirements-lambda.txt"
+LINT_REQUIREMENTS = "requirements-lambda-lint.txt"
+SQUAWK_BINARY = "bin/squawk"  # where pip puts squawk-cli's binary (a wheel script), relative to the asset root
 CODE_DIRS = ("lambda_db_setup", "migrations")
 CACHE_DIR = PROJECT_ROOT / ".cdk-bundle-cache"
 
@@ -42,7 +45,8 @@ PIP_TARGET_ARGS = (
 )
 
 # Only these paths feed the asset's source hash: exactly what try_bundle copies, so the hash
-# changes when (and only when) the deployed code, migrations or pinned dependencies change.
+# changes when (and only when) the deployed code, migrations or pinned dependencies change
+# (with lint, LINT_REQUIREMENTS too: lambda_asset adds it).
 SOURCE_ALLOW_LIST = [
     "*",
     f"!{REQUIREMENTS}",
@@ -71,7 +75,6 @@ def pip_install(requirements: Path, *pip_args: str, cache_dir: Path = CACHE_DIR)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise RuntimeError(f"pip could not install {requirements.name}:\n{result.stderr}")
-    shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: nothing runs them in Lambda
     try:
         os.rename(staging, target)
     except OSError:  # a concurrent synth finished first; its copy is identical
@@ -92,20 +95,27 @@ def _ignore_bytecode(directory: str, names: list[str]) -> set[str]:
 class LocalPipBundling:
     """CDK's local-bundling hook: the pip-installed dependencies, then the code beside them."""
 
-    def __init__(self, project_root: Path = PROJECT_ROOT) -> None:
+    def __init__(self, project_root: Path = PROJECT_ROOT, *, lint: bool = False) -> None:
         self.project_root = project_root
+        self.lint = lint
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         """Fill ``output_dir`` with the asset; returns True so CDK never falls back to Docker."""
         dependencies = pip_install(self.project_root / REQUIREMENTS, *PIP_TARGET_ARGS)
         shutil.copytree(dependencies, output_dir, dirs_exist_ok=True)
+        shutil.rmtree(Path(output_dir) / "bin", ignore_errors=True)  # console scripts: nothing runs them in Lambda
+        if self.lint:  # squawk's binary is one of those scripts: bin/squawk, kept executable
+            squawk = pip_install(self.project_root / LINT_REQUIREMENTS, *PIP_TARGET_ARGS)
+            shutil.copytree(squawk, output_dir, dirs_exist_ok=True)
         for name in CODE_DIRS:
             shutil.copytree(self.project_root / name, Path(output_dir) / name, ignore=_ignore_bytecode)
         return True
 
 
-def lambda_asset(scope: Construct, construct_id: str, project_root: Path = PROJECT_ROOT) -> s3_assets.Asset:
-    """The migration Lambda's code, hashed from its sources and bundled locally.
+def lambda_asset(
+    scope: Construct, construct_id: str, project_root: Path = PROJECT_ROOT, *, lint: bool = False
+) -> s3_assets.Asset:
+    """The migration Lambda's code, hashed from its sources and bundled locally; with ``lint``, squawk too.
 
     An S3 asset rather than ``Code.from_asset`` so the stack can read its hash (``asset_hash``).
     """
@@ -114,9 +124,9 @@ def lambda_asset(scope: Construct, construct_id: str, project_root: Path = PROJE
         construct_id,
         path=str(project_root),
         asset_hash_type=AssetHashType.SOURCE,
-        exclude=SOURCE_ALLOW_LIST,
+        exclude=[*SOURCE_ALLOW_LIST, f"!{LINT_REQUIREMENTS}"] if lint else SOURCE_ALLOW_LIST,
         bundling=BundlingOptions(
             image=DockerImage.from_registry(UNUSED_DOCKER_IMAGE),
-            local=LocalPipBundling(project_root),
+            local=LocalPipBundling(project_root, lint=lint),
         ),
     )

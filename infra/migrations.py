@@ -38,6 +38,7 @@ class MigrationSettings:
     log_level: str
     log_retention: logs.RetentionDays
     reserved_concurrency: int
+    lint_before_apply: bool  # squawk in the asset; the handler refuses migrations it flags
 
 
 class Migrations(Construct):
@@ -58,7 +59,7 @@ class Migrations(Construct):
         settings: MigrationSettings,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.asset = bundling.lambda_asset(self, "Code")
+        self.asset = bundling.lambda_asset(self, "Code", lint=settings.lint_before_apply)
         self.log_group = logs.LogGroup(self, "Logs", retention=settings.log_retention)
 
         security_group = ec2.SecurityGroup(
@@ -133,6 +134,7 @@ class Migrations(Construct):
     @staticmethod
     def _environment(database: Database, settings: MigrationSettings) -> dict[str, str]:
         """The contract with ``lambda_db_setup.handler``."""
+        lint = {"LINT_BEFORE_APPLY": "true", "SQUAWK_BINARY": f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"}
         return {
             "DB_SECRET_ARN": database.admin_secret.secret_arn,
             "DB_PROXY_ENDPOINT": database.proxy.endpoint,
@@ -145,6 +147,7 @@ class Migrations(Construct):
             "POWERTOOLS_SERVICE_NAME": "db-migrations",
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "POWERTOOLS_LOG_LEVEL": settings.log_level,
+            **(lint if settings.lint_before_apply else {}),
         }
 
     def _acknowledge_findings(self, role: iam.Role, provider: cr.Provider) -> None:

@@ -57,6 +57,7 @@ class StackConfig:
     metrics_namespace: str = "DbMigrations"
     log_level: str = "INFO"
     reserved_concurrency: int = 1
+    lint_before_apply: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -120,6 +121,7 @@ class StackConfig:
             log_level=self.log_level,
             log_retention=self.log_retention,
             reserved_concurrency=self.reserved_concurrency,
+            lint_before_apply=self.lint_before_apply,
         )
 
 

@@ -108,3 +108,7 @@ class DataLossError(MigrationError):
 
 class LintError(MigrationError):
     """The migration linter (squawk) could not run or could not be understood."""
+
+
+class LintRefusedError(MigrationError):
+    """squawk flagged pending migrations and the run was set to refuse them (``LINT_BEFORE_APPLY``)."""

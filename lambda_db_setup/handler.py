@@ -12,6 +12,11 @@ Delete does nothing: the schema is not this resource's to remove, and a stack de
 on, or fail because of, the database. A rollback Update runs the previous asset, whose ``migrations/``
 lacks what this deploy applied: the database being ahead is logged as a warning, never undone.
 Failures raise; the framework turns the message into the CloudFormation Reason.
+
+With ``LINT_BEFORE_APPLY=true``, on_event first lints all pending migrations together with squawk, as
+``python -m lambda_db_setup check`` does, and refuses the run, applying nothing, if any is flagged.
+is_complete applies the rest of what on_event vetted without linting again: linted alone, the rest would
+count the tables this deploy created as existing ones.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import time
 from contextlib import closing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -28,7 +34,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from . import credentials, roles
 from .connect import connect
 from .engine import Engine, EngineOptions, MigrationOutcome
-from .errors import MigrationError
+from .errors import LintRefusedError, MigrationError
+from .lint import LintReport, format_report, lint
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -41,6 +48,7 @@ REQUEST_TYPES = ("Create", "Update", "Delete")
 RESPONSE_MARGIN_SECONDS = 5.0  # kept free at the end of an invocation to log, flush metrics and return
 LOCK_WAIT_SECONDS = 30.0
 ROLES_MIN_SECONDS = 5.0  # less time than this left after migrating: the roles wait for the next poll
+LINT_SHOWN = 3  # flagged items a refusal names; the CloudFormation Reason stays short, the log has them all
 
 logger = Logger()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaDbSetup")
@@ -75,7 +83,7 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request.request_type == "Delete":
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
         return {"PhysicalResourceId": request.physical_resource_id}
-    progress = _migrate(request, context, stage="on_event", ensure_roles=False)
+    progress = _migrate(request, context, stage="on_event", ensure_roles=False, lint_first=True)
     return {
         "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
         APPLIED_BEFORE: progress.applied_before,
@@ -94,7 +102,7 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
             f"is_complete event has no {APPLIED_BEFORE} count; the Provider framework merges on_event's result"
             " into it: was is_complete invoked without on_event?"
         )
-    progress = _migrate(request, context, stage="is_complete", ensure_roles=True)
+    progress = _migrate(request, context, stage="is_complete", ensure_roles=True, lint_first=False)
     if not progress.complete:
         return {"IsComplete": False}
     applied_count = max(len(progress.applied) - applied_before, 0)
@@ -125,8 +133,8 @@ def parse_request(event: object) -> Request:
     return Request(request_type, request_id, physical_resource_id)
 
 
-def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool) -> Progress:
-    """One run: secrets, connection, migrations up to the deadline, then (if asked and all done) roles."""
+def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool, lint_first: bool) -> Progress:
+    """One run: secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles."""
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
     started = time.perf_counter()
     logger.append_keys(request_type=request.request_type, stage=stage)
@@ -145,6 +153,8 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
         admin = credentials.read_admin_login(client, settings.admin_secret_arn, "DB_SECRET_ARN")
         users = _read_app_users(client, settings)
         with closing(connect(admin, settings, deadline=deadline, application_name=APPLICATION_NAME)) as conn:
+            if lint_first and settings.lint_before_apply:
+                _lint(conn, settings, _engine_options(settings, deadline))
             engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
             result = engine.up()
             if result.ahead:
@@ -208,6 +218,32 @@ def _engine_options(settings: Settings, deadline: float) -> EngineOptions:
     )
     time_left = deadline - time.monotonic() - options.start_margin_seconds
     return replace(options, lock_wait_seconds=max(0.0, min(LOCK_WAIT_SECONDS, time_left)))
+
+
+def _lint(conn: Any, settings: Settings, options: EngineOptions) -> None:
+    """Lint the pending migrations; if squawk flags any, log the whole report and refuse the run."""
+    report = lint(conn, settings.migrations_dir, options)
+    extra = {"lint_report": format_report(report)}
+    if report.ok:
+        logger.info("pending migrations pass squawk", extra=extra)
+        return
+    logger.error("squawk flags pending migrations: refused", extra=extra)
+    raise _refusal(report)
+
+
+def _refusal(report: LintReport) -> LintRefusedError:
+    """One line for the CloudFormation Reason: the first few findings, and how to get past them."""
+    failing = [migration for migration in report.migrations if not migration.ok]
+    flagged = [f"{finding.where} ({finding.rule})" for finding in report.findings]
+    flagged += [f"{migration.file} (squawk-ignore not accepted)" for migration in failing if migration.problems]
+    more = f" and {len(flagged) - LINT_SHOWN} more" if len(flagged) > LINT_SHOWN else ""
+    return LintRefusedError(
+        f"deploy refused (LINT_BEFORE_APPLY): squawk flags {len(failing)} of {len(report.migrations)} pending"
+        f" migration(s), none applied: {', '.join(flagged[:LINT_SHOWN])}{more}. Fix them, or declare in the migration"
+        " the rule it knowingly ignores and why (.sql: a line -- squawk-ignore rule: reason; .py: SQUAWK_IGNORE ="
+        ' {"rule": "reason"}). Details: the lint_report log line, or python -m lambda_db_setup check',
+        migration=Path(failing[0].file).stem,
+    )
 
 
 def _ensure_roles(conn: Any, users: list[roles.AppUser], deadline: float) -> bool:

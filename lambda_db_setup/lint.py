@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -230,10 +231,16 @@ def format_report(report: LintReport) -> str:
 
 
 def _squawk_binary() -> str:
+    """``SQUAWK_BINARY`` if set (the Lambda's bundled one), else the one beside this Python, else on PATH."""
+    configured = os.environ.get("SQUAWK_BINARY", "").strip()
+    if configured:
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
+            raise LintError(f"SQUAWK_BINARY: {configured} is not an executable file")
+        return configured
     beside_python = Path(sys.executable).parent / "squawk"
     found = str(beside_python) if beside_python.exists() else shutil.which("squawk")
     if not found:
-        raise LintError("squawk not found: install squawk-cli (pip install squawk-cli) to lint migrations")
+        raise LintError("squawk not found: install squawk-cli (pip install squawk-cli) or set SQUAWK_BINARY")
     return found
 
 

@@ -36,6 +36,7 @@ class Settings:
     lock_timeout_ms: int
     statement_timeout_ms: int
     migrations_dir: Path
+    lint_before_apply: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +55,7 @@ class Settings:
             lock_timeout_ms=env.integer("LOCK_TIMEOUT_MS", default=5000, minimum=0),
             statement_timeout_ms=env.integer("STATEMENT_TIMEOUT_MS", default=0, minimum=0),
             migrations_dir=env.directory("MIGRATIONS_DIR", default=DEFAULT_MIGRATIONS_DIR),
+            lint_before_apply=env.boolean("LINT_BEFORE_APPLY", default=False),
         )
 
 
@@ -78,6 +80,9 @@ class _Environment:
         if value not in choices:
             raise ConfigurationError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         return value
+
+    def boolean(self, name: str, *, default: bool) -> bool:
+        return self.choice(name, ("true", "false"), default=str(default).lower()) == "true"
 
     def integer(self, name: str, *, default: int, minimum: int) -> int:
         value = self._get(name)

@@ -41,6 +41,7 @@ def settings(**changes: object) -> Settings:
         lock_timeout_ms=5000,
         statement_timeout_ms=0,
         migrations_dir=None,  # type: ignore[arg-type]  # not used by connect
+        lint_before_apply=False,
     )
     return replace(base, **changes)
 

@@ -26,8 +26,8 @@ from psycopg2.extensions import parse_dsn
 from lambda_db_setup import handler
 from lambda_db_setup.connect import ConnectError
 from lambda_db_setup.credentials import SecretError
-from lambda_db_setup.engine import EngineOptions
-from lambda_db_setup.errors import MigrationFailedError, OrderError
+from lambda_db_setup.engine import Engine, EngineOptions
+from lambda_db_setup.errors import LintRefusedError, MigrationFailedError, OrderError
 from tests import cfn_events
 from tests.cfn_events import LambdaContext
 from tests.helpers import applied_names, table_exists, write_py, write_sql
@@ -68,7 +68,14 @@ class Deployment:
 
 @pytest.fixture
 def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    for name in ("DB_PROXY_ENDPOINT", "DB_CA_BUNDLE", "LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS"):
+    for name in (
+        "DB_PROXY_ENDPOINT",
+        "DB_CA_BUNDLE",
+        "LOCK_TIMEOUT_MS",
+        "STATEMENT_TIMEOUT_MS",
+        "LINT_BEFORE_APPLY",
+        "SQUAWK_BINARY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", cfn_events.REGION)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -311,6 +318,81 @@ def test_a_gap_in_the_middle_still_fails(deployment: Deployment) -> None:
     next(deployment.migrations_dir.glob(f"{names[1]}.*")).unlink()
     with pytest.raises(OrderError, match=names[1]):
         handler.on_event(cfn_events.update(handler.PHYSICAL_RESOURCE_ID), LambdaContext())
+
+
+# -- LINT_BEFORE_APPLY: squawk before anything is applied -------------------------------------------
+
+ITEMS = "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, code text);"
+INDEX_ITEMS = "CREATE INDEX IF NOT EXISTS items_code_idx ON items (code);"
+
+
+def test_lint_before_apply_refuses_flagged_migrations_and_applies_none(
+    deployment: Deployment, logs: io.StringIO, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINT_BEFORE_APPLY", "true")
+    directory = deployment.migrations_dir
+    write_sql(directory, "1700000000000_create_items", ITEMS)
+    Engine(deployment.conn, directory).up()  # items exists before this deploy
+    write_sql(directory, "1700000001000_create_tags", "CREATE TABLE IF NOT EXISTS tags (id bigint PRIMARY KEY);")
+    write_sql(directory, "1700000002000_index_items", INDEX_ITEMS)
+    write_py(
+        directory,
+        "1700000003000_item_tag",
+        'pgm.sql("ALTER TABLE items ADD COLUMN tag bigint NOT NULL")\n'
+        'pgm.sql("ALTER TABLE items ADD CONSTRAINT items_tag_fk FOREIGN KEY (tag) REFERENCES tags (id)")',
+    )
+
+    with pytest.raises(LintRefusedError) as refused:
+        handler.on_event(cfn_events.update(handler.PHYSICAL_RESOURCE_ID), LambdaContext())
+
+    reason = str(refused.value)  # the CloudFormation Reason
+    assert reason.startswith(
+        "deploy refused (LINT_BEFORE_APPLY): squawk flags 2 of 3 pending migration(s), none applied:"
+        " 1700000002000_index_items.sql:2 (require-concurrent-index-creation),"
+        " 1700000003000_item_tag.py (adding-required-field),"
+        " 1700000003000_item_tag.py (constraint-missing-not-valid) and 1 more. Fix them"
+    )
+    assert '-- squawk-ignore rule: reason; .py: SQUAWK_IGNORE = {"rule": "reason"}' in reason
+    assert "\n" not in reason and len(reason) < 1000
+    assert applied_names(deployment.conn) == ["1700000000000_create_items"]
+    assert not table_exists(deployment.conn, "tags")  # the clean migration waits with the others
+    lines = log_lines(logs)
+    (linted,) = [line for line in lines if "lint_report" in line]
+    assert linted["level"] == "ERROR"
+    assert linted["lint_report"].startswith("1700000002000_index_items.sql:2: require-concurrent-index-creation: ")
+    assert "\ncheck: failed: 4 finding(s) and 0 problem(s) in 2 of 3 pending migration(s)" in linted["lint_report"]
+    failure = next(line for line in lines if line["message"] == "migration run failed")
+    assert (failure["error_type"], failure["migration"]) == ("LintRefusedError", "1700000002000_index_items")
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([0.0], [1.0])
+
+
+def test_lint_before_apply_lets_clean_migrations_through(
+    deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linted together, as in ``check``: the index is on a table the same deploy creates, so squawk passes it."""
+    monkeypatch.setenv("LINT_BEFORE_APPLY", "true")
+    write_sql(deployment.migrations_dir, "1700000000000_create_items", ITEMS)
+    write_sql(deployment.migrations_dir, "1700000001000_index_items", INDEX_ITEMS)
+    created = deployment.deploy(cfn_events.create())
+    assert created["Data"] == {"AppliedCount": "2", "LastMigration": "1700000001000_index_items"}
+    (linted,) = [line for line in log_lines(logs) if "lint_report" in line]  # once, by on_event
+    assert (linted["level"], linted["stage"]) == ("INFO", "on_event")
+    assert "check: ok: 2 pending migration(s) linted, no findings" in linted["lint_report"]
+
+
+def test_is_complete_applies_the_rest_of_what_on_event_linted(
+    deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linted alone after the first migration ran, the index would be on an existing table and flagged."""
+    monkeypatch.setenv("LINT_BEFORE_APPLY", "true")
+    write_sql(deployment.migrations_dir, "1700000000000_create_items", ITEMS)
+    write_sql(deployment.migrations_dir, "1700000001000_index_items", INDEX_ITEMS)
+    Engine(deployment.conn, deployment.migrations_dir).up(1)  # as if on_event had had time for one only
+    started = {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    answer = handler.is_complete(cfn_events.is_complete_event(cfn_events.create(), started), LambdaContext())
+    assert answer["Data"] == {"AppliedCount": "2", "LastMigration": "1700000001000_index_items"}
+    assert not [line for line in log_lines(logs) if "lint_report" in line]
 
 
 # -- time ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ read the result. Synthesis bundles the Lambda asset; its pip step is cached in .
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,8 @@ HANDLER_ENV_KEYS = {
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
 }
+LINT_ENV = {"LINT_BEFORE_APPLY": "true", "SQUAWK_BINARY": "/var/task/bin/squawk"}  # only with lintBeforeApply
+ELF_MACHINE_AARCH64 = 0xB7  # e_machine, the 2 little-endian bytes at offset 18 of an ELF header
 # cfn-lint W3005: aws-cdk-lib adds DependsOn on roles that a GetAtt already implies; redundant, harmless.
 CFN_LINT_IGNORED = ("W3005",)
 CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))  # the venv's, beside this interpreter
@@ -90,8 +93,13 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 
 @pytest.fixture(scope="module")
 def content_hash_synths(tmp_path_factory: pytest.TempPathFactory) -> list[Synth]:
-    """Two synths in content-hash mode, with the non-default database switches flipped."""
-    context = {"migrationTrigger": "content-hash", "deletionProtection": False, "multiAz": True}
+    """Two synths in content-hash mode, with the non-default switches flipped (lintBeforeApply among them)."""
+    context = {
+        "migrationTrigger": "content-hash",
+        "deletionProtection": False,
+        "multiAz": True,
+        "lintBeforeApply": True,
+    }
     return [synthesize(tmp_path_factory.mktemp(f"content-hash-{n}"), **context) for n in range(2)]
 
 
@@ -263,6 +271,25 @@ def test_handler_environment_is_the_contract(synth: Synth) -> None:
         assert env["POWERTOOLS_SERVICE_NAME"] == "db-migrations"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "DbMigrations"
         assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+
+
+def test_lint_before_apply_sets_the_switch_and_bundles_arm64_squawk(
+    synth: Synth, content_hash_synths: list[Synth]
+) -> None:
+    linted = content_hash_synths[0]
+    for function in _user_functions(linted).values():
+        env = function["Environment"]["Variables"]
+        assert set(env) == HANDLER_ENV_KEYS | set(LINT_ENV)
+        assert {key: env[key] for key in LINT_ENV} == LINT_ENV
+    squawk = linted.asset_dir() / bundling.SQUAWK_BINARY
+    assert squawk.is_file() and os.access(squawk, os.X_OK)  # cdk-assets zips the file's mode with it
+    with squawk.open("rb") as binary:
+        header = binary.read(20)
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
+    # Without the switch: no squawk in the asset (and no variable: test_handler_environment_is_the_contract).
+    assert not (synth.asset_dir() / "bin").exists()
+    # The lint requirements feed the hash only with the switch: the two assets differ by that file alone.
+    assert linted.stack.migrations.asset.asset_hash != synth.stack.migrations.asset.asset_hash
 
 
 def test_provider_framework_calls_both_handlers(synth: Synth) -> None:

@@ -20,6 +20,15 @@ def test_cdk_json_lists_every_setting_with_the_code_default() -> None:
     }
 
 
+def test_the_lambda_bundles_the_squawk_that_check_runs_with() -> None:
+    def squawk_pin(requirements: str) -> list[str]:
+        lines = CDK_JSON.with_name(requirements).read_text().splitlines()
+        return [line for line in lines if line.startswith("squawk-cli")]
+
+    assert len(squawk_pin("requirements-dev.txt")) == 1
+    assert squawk_pin("requirements-lambda-lint.txt") == squawk_pin("requirements-dev.txt")
+
+
 def test_command_line_strings_become_typed_values() -> None:
     app = App(
         context={

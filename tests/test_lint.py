@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lambda_db_setup.engine import Engine
-from lambda_db_setup.errors import MigrationFileError
+from lambda_db_setup.errors import LintError, MigrationFileError
 from lambda_db_setup.lint import ENGINE_HANDLED, format_report, lint
 from tests import safety
 from tests.helpers import write_py, write_sql
@@ -232,6 +232,17 @@ def test_nothing_pending_is_ok_and_changes_nothing(conn, migrations_dir) -> None
     assert format_report(report).startswith("check: ok: 0 pending migration(s) linted")
     existing_items_table(conn, migrations_dir)
     assert lint(conn, migrations_dir).migrations == []  # applied migrations are not linted
+
+
+def test_squawk_binary_comes_from_the_environment_when_set(conn, migrations_dir, tmp_path, monkeypatch) -> None:
+    """The Lambda sets SQUAWK_BINARY to the squawk bundled in its asset; a wrong value is named."""
+    squawk = tmp_path / "squawk"
+    monkeypatch.setenv("SQUAWK_BINARY", str(squawk))
+    with pytest.raises(LintError, match=f"^SQUAWK_BINARY: {re.escape(str(squawk))} is not an executable file$"):
+        lint(conn, migrations_dir)
+    squawk.write_text("#!/bin/sh\necho squawk 0.0.1-stand-in\n")
+    squawk.chmod(0o755)
+    assert lint(conn, migrations_dir).squawk_version == "squawk 0.0.1-stand-in"
 
 
 def test_a_broken_migration_fails_the_check_with_the_engine_error(conn, migrations_dir) -> None:

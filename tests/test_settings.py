@@ -24,6 +24,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.lock_timeout_ms, settings.statement_timeout_ms) == (5000, 0)
     assert settings.connect_timeout_seconds == 10
     assert settings.migrations_dir == tmp_path
+    assert settings.lint_before_apply is False
 
 
 def test_migrations_dir_defaults_to_the_one_beside_the_package() -> None:
@@ -36,6 +37,11 @@ def test_proxy_endpoint_with_and_without_port(tmp_path: Path) -> None:
     assert Settings.from_env(REQUIRED | {"DB_PROXY_ENDPOINT": proxy}).proxy_host == proxy
     settings = Settings.from_env(REQUIRED | {"DB_PROXY_ENDPOINT": f"{proxy}:6432"})
     assert (settings.proxy_host, settings.proxy_port) == (proxy, 6432)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("", False)])
+def test_lint_before_apply(value: str, expected: bool) -> None:
+    assert Settings.from_env(REQUIRED | {"LINT_BEFORE_APPLY": value}).lint_before_apply is expected
 
 
 def test_ca_bundle_only_for_verifying_modes(tmp_path: Path) -> None:
@@ -57,6 +63,7 @@ def test_ca_bundle_only_for_verifying_modes(tmp_path: Path) -> None:
         ({"DB_CONNECT_TIMEOUT_SECONDS": "1"}, "^DB_CONNECT_TIMEOUT_SECONDS must be at least 2; got 1$"),
         ({"DB_PROXY_ENDPOINT": "proxy:port"}, "^DB_PROXY_ENDPOINT must be a host name or host:port; got 'proxy:port'"),
         ({"MIGRATIONS_DIR": "/missing"}, "^MIGRATIONS_DIR: migrations directory /missing does not exist$"),
+        ({"LINT_BEFORE_APPLY": "yes"}, "^LINT_BEFORE_APPLY must be one of true, false; got 'yes'$"),
     ],
 )
 def test_errors_name_the_variable(changes: dict[str, str | None], message: str) -> None:
