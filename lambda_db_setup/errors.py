@@ -7,6 +7,7 @@ Lambda handler into the CloudFormation FAILED reason. ``str(error)`` is always t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class MigrationError(Exception):
@@ -90,14 +91,11 @@ class LockContentionError(MigrationFailedError):
         self,
         message: str,
         *,
-        migration: str,
-        sqlstate: str | None = None,
-        statement: str | None = None,
-        pg_message: str | None = None,
         attempts: int = 1,
         conflicts: list[tuple[str, int, str]] | None = None,
+        **failure: Any,
     ) -> None:
-        super().__init__(message, migration=migration, sqlstate=sqlstate, statement=statement, pg_message=pg_message)
+        super().__init__(message, **failure)
         self.attempts = attempts
         self.conflicts = conflicts or []
 

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -31,25 +32,28 @@ def server_url() -> Iterator[str]:
         shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def _with_database(url: str, database: str) -> str:
-    head, _, query = url.partition("?")
-    return f"{head.rsplit('/', 1)[0]}/{database}?{query}"
-
-
-@pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    """URL of a new, empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def new_database(server_url: str, prefix: str) -> Iterator[str]:
+    """Create a database on the embedded server, yield its URL, drop it (with any sessions left) afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield _with_database(server_url, name)
+        head, _, query = server_url.partition("?")
+        yield f"{head.rsplit('/', 1)[0]}/{name}?{query}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.close()
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """URL of a new, empty database, dropped after the test."""
+    with new_database(server_url, "t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,29 +18,16 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from tests.conftest import new_database
 from tests.helpers import applied_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def with_database(url: str, database: str) -> str:
-    head, _, query = url.partition("?")
-    return f"{head.rsplit('/', 1)[0]}/{database}?{query}"
-
-
 @pytest.fixture(scope="module")
 def module_database_url(server_url: str) -> Iterator[str]:
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(server_url, name)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
+    with new_database(server_url, "m") as url:
+        yield url
 
 
 @pytest.fixture
