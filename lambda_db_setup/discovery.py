@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,12 +60,11 @@ class Migration:
 
     def _build_sql(self, builder: MigrationBuilder, direction: Direction) -> None:
         sections = self._sections
-        text = sections.up if direction == "up" else sections.down
-        if text is None:
+        if direction == "down" and sections.down is None:
             raise MigrationFileError(f"{self.file_name}: no '-- Down Migration' section", migration=self.name)
         if not sections.use_transaction:
             builder.no_transaction()
-        for statement in split_statements(text):
+        for statement in sections.up_statements if direction == "up" else split_statements(sections.down):
             builder.sql(statement)
 
     def _build_python(self, builder: MigrationBuilder, direction: Direction) -> None:
@@ -85,6 +85,7 @@ class Migration:
     def _read_text(self) -> str:
         try:
             data = self.path.read_bytes()
+            self.__dict__.setdefault("checksum", hashlib.sha256(data).hexdigest())  # read once, hash these bytes
             return data.decode("utf-8")
         except UnicodeDecodeError as error:
             line = data.count(b"\n", 0, error.start) + 1
@@ -153,9 +154,9 @@ def parse_file_name(path: Path) -> Migration:
     return Migration(name=name, path=path, timestamp=parse_timestamp(match["prefix"]), kind=match["kind"])
 
 
-def is_candidate(path: Path) -> bool:
+def _candidate_name(file_name: str) -> bool:
     """Files the runner looks at: `.py`/`.sql` not starting with '_' or '.' (helpers and caches are skipped)."""
-    return path.suffix in (".py", ".sql") and not path.name.startswith(("_", ".")) and path.is_file()
+    return file_name.endswith((".py", ".sql")) and not file_name.startswith(("_", "."))
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -163,8 +164,10 @@ def discover(directory: Path) -> list[Migration]:
     if not directory.is_dir():
         problem = "is not a directory" if directory.exists() else "does not exist"
         raise MigrationFileError(f"migrations directory {directory} {problem} (looked for {directory.resolve()})")
+    with os.scandir(directory) as entries:  # the file type comes with the entry: no stat per file
+        paths = [Path(entry.path) for entry in entries if _candidate_name(entry.name) and entry.is_file()]
     migrations = sorted(
-        (parse_file_name(path) for path in directory.iterdir() if is_candidate(path)),
+        (parse_file_name(path) for path in paths),
         key=lambda migration: (migration.timestamp, migration.name, migration.file_name),
     )
     by_name: dict[str, Migration] = {}

@@ -312,22 +312,19 @@ class Engine:
         self.conn.autocommit = True
         with self.conn.cursor() as cursor:
             if not self._settings_applied:
-                cursor.execute(
-                    "SELECT set_config('application_name', %s, false), set_config('lock_timeout', %s, false),"
-                    " set_config('statement_timeout', %s, false)",
-                    (
-                        self.options.application_name,
-                        f"{self.options.lock_timeout_ms}ms",
-                        f"{self.options.statement_timeout_ms}ms",
-                    ),
-                )
+                settings = {
+                    "application_name": self.options.application_name,
+                    "lock_timeout": f"{self.options.lock_timeout_ms}ms",
+                    "statement_timeout": f"{self.options.statement_timeout_ms}ms",
+                }
                 if self.conn.server_version >= 140000 and self.options.client_check_interval_ms > 0:
                     # A runner killed mid-statement: its backend notices the closed socket and rolls back now,
                     # not when the statement ends, so the lock and the half-done migration go with it.
-                    cursor.execute(
-                        "SELECT set_config('client_connection_check_interval', %s, false)",
-                        (f"{self.options.client_check_interval_ms}ms",),
-                    )
+                    settings["client_connection_check_interval"] = f"{self.options.client_check_interval_ms}ms"
+                cursor.execute(  # one round trip for all of them
+                    "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+                    [part for setting in settings.items() for part in setting],
+                )
                 self._settings_applied = True
             yield cursor
 
@@ -367,7 +364,7 @@ class Engine:
         builder = migration.build(direction)
         if builder.use_transaction:
             for text in (
-                part for statement in builder.statements for part in split_statements(statement.as_string(self.conn))
+                part for statement in builder.statements for part in _statements(statement.as_string(self.conn))
             ):
                 if is_transaction_control(text):
                     raise MigrationFileError(
@@ -412,15 +409,19 @@ class Engine:
         self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder
     ) -> None:
         timeout = self._statement_timeout_ms()
-        opening = "BEGIN" if timeout is None else f"BEGIN; SET LOCAL statement_timeout = {timeout}"
-        cursor.execute(opening)
+        opening: Composable | None = sql.SQL(
+            "BEGIN; " if timeout is None else f"BEGIN; SET LOCAL statement_timeout = {timeout}; "
+        )
         try:
+            if not builder.statements:
+                cursor.execute(opening)
             for statement in builder.statements:
-                self._execute(cursor, migration, statement, index=None)
+                self._execute(cursor, migration, statement, index=None, opening=opening)
+                opening = None  # BEGIN travels with the first statement: one round trip fewer
                 if self.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
                     raise MigrationFailedError(
                         f"{migration.file_name}: a statement ended the migration's transaction"
-                        f" ({_excerpt(cursor.query)}); nothing of it was recorded",
+                        f" ({_excerpt(statement.as_string(self.conn))}); nothing of it was recorded",
                         migration=migration.name,
                     )
             self._finish(cursor, migration, direction, in_transaction=True)
@@ -452,11 +453,9 @@ class Engine:
     def _finish(self, cursor: Cursor, migration: Migration, direction: str, *, in_transaction: bool) -> None:
         """Record (up) or remove (down) the migration's row, committing in the same round trip."""
         if direction == "up":
-            tracking.record(cursor, migration.name, migration.checksum)
+            tracking.record(cursor, migration.name, migration.checksum, commit=in_transaction)
         else:
-            tracking.remove(cursor, migration.name)
-        if in_transaction:
-            cursor.execute("COMMIT")
+            tracking.remove(cursor, migration.name, commit=in_transaction)
 
     def _execute(
         self,
@@ -465,10 +464,12 @@ class Engine:
         statement: Composable,
         *,
         index: int | None,
+        opening: Composable | None = None,
     ) -> None:
-        """Run one statement; ``index`` is its position in a migration that runs without a transaction."""
+        """Run one statement, after ``opening`` in the same round trip when given; ``index`` is its position
+        in a migration that runs without a transaction."""
         try:
-            cursor.execute(statement)
+            cursor.execute(statement if opening is None else sql.Composed([opening, statement]))
         except psycopg2.Error as error:
             raise self._failure(cursor, migration, statement.as_string(self.conn), error, index) from error
 
@@ -572,6 +573,11 @@ def _select_up_targets(pending: list[Migration], count: int | None, to: str | No
             raise MigrationFileError(f"--to {to}: no pending migration has that name", migration=to)
         return pending[: names.index(to) + 1]
     return pending if count is None else pending[: max(count, 0)]
+
+
+def _statements(text: str) -> list[str]:
+    """The statements in one builder entry; one without a semicolon is one statement (no lexing needed)."""
+    return split_statements(text) if ";" in text else [text]
 
 
 def _excerpt(text: str | bytes | None) -> str:

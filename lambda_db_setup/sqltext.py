@@ -34,6 +34,7 @@ class SqlSections:
     up: str
     down: str | None
     use_transaction: bool
+    up_statements: tuple[str, ...] = ()  # ``up`` split into statements (parsing has to split it anyway)
 
 
 def parse_sections(text: str, file_name: str) -> SqlSections:
@@ -50,9 +51,12 @@ def parse_sections(text: str, file_name: str) -> SqlSections:
         raise MigrationFileError(f"{file_name}: '-- Down Migration' comes before '-- Up Migration'")
     up = text[up_marker.end() : down_marker.start() if down_marker else len(text)].strip()
     down = text[down_marker.end() :].strip() if down_marker else None
-    if not split_statements(up):
+    up_statements = tuple(split_statements(up))
+    if not up_statements:
         raise MigrationFileError(f"{file_name}: the up section has no SQL statement")
-    return SqlSections(up=up, down=down, use_transaction=not NO_TRANSACTION_DIRECTIVE.search(text))
+    return SqlSections(
+        up=up, down=down, use_transaction=not NO_TRANSACTION_DIRECTIVE.search(text), up_statements=up_statements
+    )
 
 
 def split_statements(text: str) -> list[str]:

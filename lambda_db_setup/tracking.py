@@ -29,6 +29,9 @@ ADD_CHECKSUM = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS checksum varchar
 SELECT_APPLIED = sql.SQL("SELECT id, name, run_on, checksum FROM {} ORDER BY run_on, id").format(QUALIFIED)
 INSERT = sql.SQL("INSERT INTO {} (name, run_on, checksum) VALUES (%s, now(), %s)").format(QUALIFIED)
 DELETE = sql.SQL("DELETE FROM {} WHERE name = %s").format(QUALIFIED)
+# One simple query each: when the statement fails, PostgreSQL skips the COMMIT and the transaction stays aborted.
+INSERT_AND_COMMIT = sql.Composed([INSERT, sql.SQL("; COMMIT")])
+DELETE_AND_COMMIT = sql.Composed([DELETE, sql.SQL("; COMMIT")])
 SET_CHECKSUM = sql.SQL("UPDATE {} SET checksum = %s WHERE name = %s").format(QUALIFIED)
 
 
@@ -70,12 +73,14 @@ def ensure_table(cursor: Cursor) -> None:
     cursor.execute(CREATE)
 
 
-def record(cursor: Cursor, name: str, checksum: str | None) -> None:
-    cursor.execute(INSERT, (name, checksum))
+def record(cursor: Cursor, name: str, checksum: str | None, *, commit: bool = False) -> None:
+    """Insert the row; with ``commit``, also end the transaction in the same round trip."""
+    cursor.execute(INSERT_AND_COMMIT if commit else INSERT, (name, checksum))
 
 
-def remove(cursor: Cursor, name: str) -> None:
-    cursor.execute(DELETE, (name,))
+def remove(cursor: Cursor, name: str, *, commit: bool = False) -> None:
+    """Delete the row; with ``commit``, also end the transaction in the same round trip."""
+    cursor.execute(DELETE_AND_COMMIT if commit else DELETE, (name,))
 
 
 def set_checksum(cursor: Cursor, name: str, checksum: str) -> None:
