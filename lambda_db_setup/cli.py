@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     unlock = commands.add_parser("unlock", parents=[common], help="show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
+    unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
     return parser
 
 
@@ -154,7 +155,7 @@ def _run(args: argparse.Namespace, conn: Connection) -> int:
         for name in baseline.recorded:
             print(f"  {name}")
     elif args.command == "unlock":
-        _unlock(conn, terminate=args.terminate)
+        _unlock(conn, terminate=args.terminate, force=args.force)
     elif args.command == "check":
         report = lint(conn, args.migrations_dir, _options(args))
         print(format_report(report))
@@ -181,7 +182,10 @@ def _connect(args: argparse.Namespace) -> Connection:
         print(f"using the embedded PostgreSQL 16 (data in {data_dir})", file=sys.stderr)
     else:
         print(f"using {describe_target(url)}", file=sys.stderr)
-    return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
+    try:
+        return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
+    except psycopg2.ProgrammingError:  # libpq quotes the bad part of the URL, which may be the password
+        raise MigrationError("the database URL is not valid (not shown: it may hold a password)") from None
 
 
 def describe_target(url: str) -> str:
@@ -250,7 +254,7 @@ def _print_status(engine: Engine) -> None:
         print(f"out of order: Not run migration {plan.out_of_order[0]} is preceding already run {plan.out_of_order[1]}")
 
 
-def _unlock(conn: Connection, *, terminate: bool) -> None:
+def _unlock(conn: Connection, *, terminate: bool, force: bool) -> None:
     conn.autocommit = True
     with conn.cursor() as cursor:
         holder = lock.find_holder(cursor)
@@ -259,7 +263,7 @@ def _unlock(conn: Connection, *, terminate: bool) -> None:
             return
         print(f"the migration lock is held by {holder.describe()}")
         if terminate:
-            lock.terminate(cursor, holder)
+            lock.terminate(cursor, holder, even_if_active=force)
             print(f"terminated pid {holder.pid}; the lock is released")
 
 

@@ -28,6 +28,7 @@ from .errors import (
     DataLossError,
     DriftError,
     LockContentionError,
+    LockError,
     MigrationFailedError,
     MigrationFileError,
     OrderError,
@@ -147,17 +148,7 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> 
     newest = (migrations[-1].timestamp, migrations[-1].name) if migrations else None
     ahead = [name for name in unknown if newest is None or _sort_key(name) > newest]
     missing = [name for name in unknown if name not in ahead]
-    known_runs = [row.name for row in rows if row.name in by_name]
-    out_of_order = next(
-        (
-            (migration.name, run_name)
-            for migration, run_name in zip(migrations, known_runs, strict=False)
-            if migration.name != run_name
-        ),
-        None,
-    )
-    if out_of_order and out_of_order[0] in applied_names:
-        out_of_order = None  # applied, just recorded in another order: node-pg-migrate would say the same pair
+    out_of_order = _first_out_of_order(migrations, applied_names)
     drifted = [
         row.name for row in rows if row.checksum and row.name in by_name and by_name[row.name].checksum != row.checksum
     ]
@@ -171,6 +162,15 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> 
         drifted=drifted,
         out_of_order=out_of_order,
     )
+
+
+def _first_out_of_order(migrations: list[Migration], applied_names: set[str]) -> tuple[str, str] | None:
+    """node-pg-migrate's check-order: the first file not yet run, if a file after it has already run."""
+    for position, migration in enumerate(migrations):
+        if migration.name not in applied_names:
+            later = next((later.name for later in migrations[position + 1 :] if later.name in applied_names), None)
+            return (migration.name, later) if later else None
+    return None
 
 
 def _sort_key(name: str) -> tuple[int, str]:
@@ -205,7 +205,7 @@ class Engine:
     def plan(self) -> Plan:
         """The current plan, without taking the lock or changing anything."""
         with self._cursor() as cursor:
-            return make_plan(discover(self.migrations_dir), tracking.read_applied(cursor))
+            return make_plan(discover(self.migrations_dir), tracking.read_applied(cursor, upgrade=False))
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class Engine:
         """Apply pending migrations in order (all, the next ``count``, or up to and including ``to``)."""
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=not dry_run) as cursor:
-            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=not dry_run))
             plan.check(allow_ahead=self.options.allow_ahead)
             targets = _select_up_targets(plan.pending, count, to)
             result = RunResult(skipped=[row.name for row in plan.applied], ahead=list(plan.ahead), dry_run=dry_run)
@@ -234,7 +234,7 @@ class Engine:
         """Revert the newest ``count`` applied migrations, newest first."""
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=not dry_run) as cursor:
-            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=not dry_run))
             plan.check(allow_ahead=False)
             by_name = {migration.name: migration for migration in migrations}
             targets = [by_name[row.name] for row in reversed(plan.applied[-count:])] if count > 0 else []
@@ -261,7 +261,7 @@ class Engine:
         """Accept the current content of applied files: record their checksums (after a reviewed edit)."""
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=True) as cursor:
-            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=True))
             by_name = {migration.name: migration for migration in migrations}
             repaired = [
                 row.name for row in plan.applied if row.name in by_name and row.checksum != by_name[row.name].checksum
@@ -278,7 +278,7 @@ class Engine:
         """
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=True) as cursor:
-            plan = make_plan(migrations, tracking.read_applied(cursor))
+            plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=True))
             plan.check(allow_ahead=False)
             targets = _select_up_targets(plan.pending, None, to)
             verified = schema_check.compare(cursor, targets) if verify and targets else None
@@ -340,13 +340,19 @@ class Engine:
             )
             try:
                 yield cursor
-            finally:
+            except BaseException:
                 if not self.conn.closed:
                     try:
                         self._rollback(cursor)
                         lock.release(cursor)
                     except psycopg2.Error:
                         pass  # the lock dies with the session; the original error matters more
+                raise
+            if not lock.release(cursor):
+                raise LockError(
+                    "the migration lock was not held any more at the end of the run (a transaction-mode pooler,"
+                    " or a migration that released it): check `status` and run again with a direct connection"
+                )
 
     def _out_of_time(self) -> bool:
         deadline = self.options.deadline
@@ -408,16 +414,15 @@ class Engine:
     def _run_in_transaction(
         self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder
     ) -> None:
-        timeout = self._statement_timeout_ms()
-        opening: Composable | None = sql.SQL(
-            "BEGIN; " if timeout is None else f"BEGIN; SET LOCAL statement_timeout = {timeout}; "
-        )
+        """BEGIN and a check that the lock is still ours travel with the first statement, the row with COMMIT."""
+        opening = f"BEGIN; {lock.ASSERT_HELD}; "
         try:
             if not builder.statements:
                 cursor.execute(opening)
             for statement in builder.statements:
-                self._execute(cursor, migration, statement, index=None, opening=opening)
-                opening = None  # BEGIN travels with the first statement: one round trip fewer
+                prefix = opening + self._timeout_prefix()
+                self._execute(cursor, migration, statement, index=None, prefix=prefix)
+                opening = ""
                 if self.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
                     raise MigrationFailedError(
                         f"{migration.file_name}: a statement ended the migration's transaction"
@@ -429,6 +434,11 @@ class Engine:
             self._rollback(cursor)
             raise
 
+    def _timeout_prefix(self) -> str:
+        """With a deadline, each statement gets a statement_timeout that ends before it (never past it)."""
+        timeout = self._statement_timeout_ms()
+        return "" if timeout is None else f"SET LOCAL statement_timeout = {timeout}; "
+
     def _rollback(self, cursor: Cursor) -> None:
         if not self.conn.closed and self.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
             cursor.execute("ROLLBACK")
@@ -436,26 +446,52 @@ class Engine:
     def _run_without_transaction(
         self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder
     ) -> None:
-        timeout = self._statement_timeout_ms()
-        if timeout is not None:
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout}ms",))
+        """Statement by statement in autocommit (a multi-statement query would be one implicit transaction)."""
+        cursor.execute(lock.ASSERT_HELD)
         self._invalid_before = set(_invalid_indexes(cursor))
         try:
             for index, statement in enumerate(builder.statements):
+                if (timeout := self._statement_timeout_ms()) is not None:
+                    cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout}ms",))
                 self._execute(cursor, migration, statement, index=index)
+                if self.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+                    self._rollback(cursor)
+                    raise MigrationFailedError(
+                        f"{migration.file_name}: a statement left a transaction open"
+                        f" ({_excerpt(statement.as_string(self.conn))}); it runs without a transaction, so the"
+                        f" {index} statement(s) before it stay applied and it is not recorded",
+                        migration=migration.name,
+                    )
             self._finish(cursor, migration, direction, in_transaction=False)
         finally:
-            if timeout is not None and not self.conn.closed:
+            if self.options.deadline is not None and not self.conn.closed:
                 cursor.execute(
                     "SELECT set_config('statement_timeout', %s, false)", (f"{self.options.statement_timeout_ms}ms",)
                 )
 
     def _finish(self, cursor: Cursor, migration: Migration, direction: str, *, in_transaction: bool) -> None:
         """Record (up) or remove (down) the migration's row, committing in the same round trip."""
-        if direction == "up":
-            tracking.record(cursor, migration.name, migration.checksum, commit=in_transaction)
-        else:
-            tracking.remove(cursor, migration.name, commit=in_transaction)
+        try:
+            if direction == "up":
+                tracking.record(cursor, migration.name, migration.checksum, commit=in_transaction)
+            else:
+                tracking.remove(cursor, migration.name, commit=in_transaction)
+        except psycopg2.Error as error:
+            if self.conn.closed:
+                raise MigrationFailedError(
+                    f"{migration.file_name}: connection lost while committing it: whether it was applied is"
+                    " unknown; run `status` to see",
+                    migration=migration.name,
+                    pg_message=str(error).strip(),
+                ) from error
+            pg_message = (error.diag.message_primary or str(error)).strip()
+            raise MigrationFailedError(
+                f"{migration.file_name}: {pg_message} (SQLSTATE {error.pgcode}) when committing it;"
+                " nothing of it was applied",
+                migration=migration.name,
+                sqlstate=error.pgcode,
+                pg_message=pg_message,
+            ) from error
 
     def _execute(
         self,
@@ -464,12 +500,12 @@ class Engine:
         statement: Composable,
         *,
         index: int | None,
-        opening: Composable | None = None,
+        prefix: str = "",
     ) -> None:
-        """Run one statement, after ``opening`` in the same round trip when given; ``index`` is its position
+        """Run one statement, after ``prefix`` (our own SQL) in the same round trip; ``index`` is its position
         in a migration that runs without a transaction."""
         try:
-            cursor.execute(statement if opening is None else sql.Composed([opening, statement]))
+            cursor.execute(sql.Composed([sql.SQL(prefix), statement]) if prefix else statement)
         except psycopg2.Error as error:
             raise self._failure(cursor, migration, statement.as_string(self.conn), error, index) from error
 

@@ -1,8 +1,9 @@
 """node-pg-migrate's session advisory lock, taken by polling and verified in ``pg_locks``.
 
 Polling ``pg_try_advisory_lock`` instead of blocking in ``pg_advisory_lock``: a blocked waiter would
-deadlock a holder's ``CREATE INDEX CONCURRENTLY`` (which waits for every older transaction). Verifying
-in ``pg_locks`` catches a transaction-mode pooler that would silently hand the lock to another client.
+deadlock a holder's ``CREATE INDEX CONCURRENTLY`` (which waits for every older transaction). Every
+migration verifies in ``pg_locks`` (``ASSERT_HELD``, sent with its BEGIN) that its backend still holds the
+lock: a transaction-mode pooler would run it on another backend, silently without the lock.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ _OUR_LOCK = """
     locktype = 'advisory' AND classid = %(classid)s AND objid = %(objid)s AND objsubid = 1
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND granted
 """
-TRY_LOCK = f"""
-    WITH attempt AS MATERIALIZED (SELECT pg_try_advisory_lock(%(lock_id)s) AS obtained)
-    SELECT obtained, EXISTS (SELECT 1 FROM pg_locks WHERE {_OUR_LOCK} AND pid = pg_backend_pid())
-    FROM attempt
-"""
+TRY_LOCK = "SELECT pg_try_advisory_lock(%(lock_id)s)"
 HOLDER = f"""
     SELECT pid, coalesce(application_name, ''), to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'),
            coalesce(state, 'unknown'), host(client_addr)
     FROM pg_stat_activity
     WHERE pid IN (SELECT pid FROM pg_locks WHERE {_OUR_LOCK})
 """
+# Sent with every migration's BEGIN: fails the migration if this session no longer holds the lock (a pooler
+# moved us to another backend, or the migration itself released it). Literal numbers only: no parameters.
+ASSERT_HELD = f"""DO $lock$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE {
+    _OUR_LOCK.replace("%(classid)s", str(LOCK_CLASSID)).replace("%(objid)s", str(LOCK_OBJID))
+} AND pid = pg_backend_pid()) THEN RAISE EXCEPTION 'the migration lock is no longer held by this session'
+USING HINT = 'a transaction-mode pooler or the migration itself (pg_advisory_unlock_all, DISCARD ALL) lost it';
+END IF; END $lock$"""
 _PARAMS = {"lock_id": LOCK_ID, "classid": LOCK_CLASSID, "objid": LOCK_OBJID}
 
 
@@ -40,15 +44,8 @@ def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -
     deadline = time.monotonic() + wait_seconds
     while True:
         cursor.execute(TRY_LOCK, _PARAMS)
-        obtained, verified = cursor.fetchone()
-        if obtained and verified:
+        if cursor.fetchone()[0]:
             return
-        if obtained:
-            release(cursor)
-            raise LockError(
-                "the migration lock was granted but pg_locks does not show this backend holding it:"
-                " a transaction-mode connection pooler is in the way; connect directly or in session mode"
-            )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             holder = find_holder(cursor)
@@ -61,8 +58,10 @@ def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -
         time.sleep(min(remaining, poll_seconds * random.uniform(0.5, 1.5)))
 
 
-def release(cursor: Cursor) -> None:
+def release(cursor: Cursor) -> bool:
+    """Release the lock; False when this session did not hold it any more."""
     cursor.execute("SELECT pg_advisory_unlock(%(lock_id)s)", _PARAMS)
+    return bool(cursor.fetchone()[0])
 
 
 def find_holder(cursor: Cursor) -> LockHolder | None:
@@ -72,12 +71,24 @@ def find_holder(cursor: Cursor) -> LockHolder | None:
     return LockHolder(*row) if row else None
 
 
-def terminate(cursor: Cursor, holder: LockHolder, *, runner_prefix: str = "lambda_db_setup") -> None:
-    """End a stale runner's session so its lock is released; refuse to end anything else."""
+def terminate(
+    cursor: Cursor, holder: LockHolder, *, runner_prefix: str = "lambda_db_setup", even_if_active: bool = False
+) -> None:
+    """End a stale runner's session so its lock is released; refuse to end anything else.
+
+    A runner that is running a statement right now may be alive and mid-migration (a migration without a
+    transaction would stay half-applied), so that needs ``even_if_active``.
+    """
     if not holder.application_name.startswith(runner_prefix):
         raise LockError(
             f"not terminating {holder.describe()}: it is not recognisable as a migration runner"
             f" (application_name does not start with {runner_prefix!r}); end it yourself if you are sure",
+            holder=holder,
+        )
+    if holder.state == "active" and not even_if_active:
+        raise LockError(
+            f"not terminating {holder.describe()}: it is running a statement now, so it may be a live run;"
+            " wait, or add --force if you know its client is gone",
             holder=holder,
         )
     cursor.execute("SELECT pg_terminate_backend(%s, 5000)", (holder.pid,))

@@ -27,6 +27,7 @@ CREATE = sql.SQL(
 ).format(QUALIFIED)
 ADD_CHECKSUM = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS checksum varchar(64)").format(QUALIFIED)
 SELECT_APPLIED = sql.SQL("SELECT id, name, run_on, checksum FROM {} ORDER BY run_on, id").format(QUALIFIED)
+SELECT_APPLIED_WITHOUT_CHECKSUM = sql.SQL("SELECT id, name, run_on, NULL FROM {} ORDER BY run_on, id").format(QUALIFIED)
 INSERT = sql.SQL("INSERT INTO {} (name, run_on, checksum) VALUES (%s, now(), %s)").format(QUALIFIED)
 DELETE = sql.SQL("DELETE FROM {} WHERE name = %s").format(QUALIFIED)
 # One simple query each: when the statement fails, PostgreSQL skips the COMMIT and the transaction stays aborted.
@@ -45,11 +46,12 @@ class AppliedRow:
     checksum: str | None
 
 
-def read_applied(cursor: Cursor) -> list[AppliedRow] | None:
+def read_applied(cursor: Cursor, *, upgrade: bool) -> list[AppliedRow] | None:
     """Applied migrations in node-pg-migrate's order, or None when the table does not exist yet.
 
-    One round trip in the common case: the SELECT itself proves the table and its columns exist.
-    A table written only by node-pg-migrate gets its nullable checksum column on first read.
+    One round trip in the common case: the SELECT itself proves the table and its columns exist. A table
+    written only by node-pg-migrate has no checksum column: with ``upgrade`` (under the migration lock) it
+    gets it; read-only callers (status, dry run, check) just read the rows without checksums.
     """
     try:
         cursor.execute(SELECT_APPLIED)
@@ -63,8 +65,11 @@ def read_applied(cursor: Cursor) -> list[AppliedRow] | None:
                 f"table {SCHEMA}.{TABLE} has an unexpected shape: missing column(s) {', '.join(missing)}"
                 f" (found: {', '.join(present) or 'none'}); expected node-pg-migrate's id, name, run_on"
             ) from None
-        cursor.execute(ADD_CHECKSUM)
-        cursor.execute(SELECT_APPLIED)
+        if upgrade:
+            cursor.execute(ADD_CHECKSUM)
+            cursor.execute(SELECT_APPLIED)
+        else:
+            cursor.execute(SELECT_APPLIED_WITHOUT_CHECKSUM)
     return [AppliedRow(*row) for row in cursor.fetchall()]
 
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import psycopg2
@@ -198,3 +200,47 @@ def test_check_passes_on_the_project_migrations(database_url, capsys) -> None:
     code, out, _ = run(capsys, database_url, PROJECT_ROOT / "migrations", "check")
     assert code == EXIT_OK, out
     assert out.rstrip().splitlines()[-1].startswith("check: ok")
+
+
+def test_malformed_url_is_refused_without_echoing_it(migrations_dir, capsys) -> None:
+    code = main(["status", "--database-url", "postgresql://admin:s3cr%zzet@localhost/app"])
+    captured = capsys.readouterr()
+    assert code == EXIT_FAILED
+    assert "error: the database URL is not valid" in captured.err
+    assert "s3cr" not in captured.err + captured.out
+
+
+def test_unlock_refuses_to_terminate_a_runner_that_is_running_a_statement(database_url, migrations_dir, capsys) -> None:
+    busy = psycopg2.connect(database_url, application_name="lambda_db_setup-busy")
+    busy.autocommit = True
+    with busy.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (lock.LOCK_ID,))
+    outcome: list[Exception] = []
+
+    def long_statement() -> None:
+        try:
+            with busy.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(30)")
+        except psycopg2.Error as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=long_statement)
+    worker.start()
+    try:
+        watcher = psycopg2.connect(database_url)
+        watcher.autocommit = True
+        with watcher.cursor() as cursor:
+            for _ in range(200):
+                cursor.execute("SELECT state FROM pg_stat_activity WHERE application_name = 'lambda_db_setup-busy'")
+                if cursor.fetchone() == ("active",):
+                    break
+                time.sleep(0.05)
+        watcher.close()
+        code, _, err = run(capsys, database_url, migrations_dir, "unlock", "--terminate")
+        assert code == EXIT_FAILED and "it is running a statement now" in err
+        code, out, _ = run(capsys, database_url, migrations_dir, "unlock", "--terminate", "--force")
+        assert code == EXIT_OK and "terminated pid" in out
+    finally:
+        worker.join(timeout=35)
+        busy.close()
+    assert outcome and isinstance(outcome[0], psycopg2.OperationalError)

@@ -17,6 +17,7 @@ from lambda_db_setup.errors import (
     MigrationFailedError,
     MigrationFileError,
     OrderError,
+    TrackingTableError,
 )
 from tests.helpers import applied_names, create_table_migration, table_exists, write_py, write_sql
 
@@ -224,7 +225,9 @@ def test_unexpected_tracking_table_shape_is_named(conn, migrations_dir) -> None:
     create_table_migration(migrations_dir, "1000_a", "a")
     with conn.cursor() as cursor:
         cursor.execute("CREATE TABLE pgmigrations (version bigint, applied_at timestamptz)")
-    with pytest.raises(Exception, match=r"pgmigrations has an unexpected shape: missing column\(s\) id, name, run_on"):
+    with pytest.raises(
+        TrackingTableError, match=r"pgmigrations has an unexpected shape: missing column\(s\) id, name, run_on"
+    ):
         Engine(conn, migrations_dir).up()
 
 
@@ -335,3 +338,83 @@ def test_deadline_leaves_remaining_migrations_pending(conn, migrations_dir) -> N
     assert result.pending == ["1000_a", "2000_b"]
     assert applied_names(conn) == []
     assert [o.name for o in Engine(conn, migrations_dir).up().applied] == ["1000_a", "2000_b"]
+
+
+def test_new_file_before_applied_ones_is_refused_even_when_rows_are_in_another_order(conn, migrations_dir) -> None:
+    for name in ("1000_a", "2000_b", "3000_c", "4000_d"):
+        create_table_migration(migrations_dir, name, name.split("_")[1])
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE pgmigrations (id serial PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL)"
+        )
+        for name in ("2000_b", "1000_a", "4000_d"):
+            cursor.execute("INSERT INTO pgmigrations (name, run_on) VALUES (%s, now())", (name,))
+    with pytest.raises(OrderError, match="Not run migration 3000_c is preceding already run migration 4000_d"):
+        Engine(conn, migrations_dir).up()
+    assert not table_exists(conn, "c")
+
+
+def test_no_transaction_migration_leaving_a_transaction_open_is_not_recorded(conn, migrations_dir) -> None:
+    write_sql(
+        migrations_dir,
+        "1000_dangling",
+        "CREATE TABLE first_one (id int);\nBEGIN;\nCREATE TABLE second_one (id int);",
+        header="-- pgm:no-transaction\n",
+    )
+    with pytest.raises(MigrationFailedError, match=r"a statement left a transaction open \(BEGIN\)"):
+        Engine(conn, migrations_dir).up()
+    assert applied_names(conn) == []
+    assert table_exists(conn, "first_one") and not table_exists(conn, "second_one")
+
+
+def test_failure_at_commit_names_the_migration_and_applies_nothing(conn, migrations_dir) -> None:
+    write_sql(
+        migrations_dir,
+        "1000_deferred",
+        "CREATE TABLE parent (id int PRIMARY KEY);\n"
+        "CREATE TABLE child (parent_id int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);\n"
+        "INSERT INTO child VALUES (42);",
+    )
+    with pytest.raises(MigrationFailedError, match=r"1000_deferred\.sql: .*violates foreign key.* when committing it"):
+        Engine(conn, migrations_dir).up()
+    assert not table_exists(conn, "parent")
+    assert applied_names(conn) == []
+
+
+def test_deadline_bounds_the_whole_migration_not_each_statement(conn, migrations_dir) -> None:
+    write_py(migrations_dir, "1000_three_naps", 'pgm.sql("SELECT pg_sleep(0.8)")\n' * 3)
+    options = EngineOptions(deadline=time.monotonic() + 1.5, start_margin_seconds=0.1)
+    with pytest.raises(MigrationFailedError) as caught:
+        Engine(conn, migrations_dir, options).up()
+    assert caught.value.sqlstate == "57014"
+    assert applied_names(conn) == []
+
+
+def test_losing_the_lock_inside_a_run_fails_it(conn, migrations_dir) -> None:
+    write_py(migrations_dir, "1000_unlocks", 'pgm.sql("SELECT pg_advisory_unlock_all()")')
+    create_table_migration(migrations_dir, "2000_after", "after")
+    with pytest.raises(MigrationFailedError, match="the migration lock is no longer held by this session"):
+        Engine(conn, migrations_dir).up()
+    assert applied_names(conn) == ["1000_unlocks"]
+    assert not table_exists(conn, "after")
+
+
+def test_lock_released_by_the_last_migration_is_reported_at_the_end(conn, migrations_dir) -> None:
+    write_py(migrations_dir, "1000_unlocks", 'pgm.sql("SELECT pg_advisory_unlock_all()")')
+    with pytest.raises(LockError, match="not held any more at the end of the run"):
+        Engine(conn, migrations_dir).up()
+
+
+def test_reading_the_plan_changes_nothing(conn, migrations_dir) -> None:
+    create_table_migration(migrations_dir, "1000_a", "a")
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE pgmigrations (id serial PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL)"
+        )
+        cursor.execute("INSERT INTO pgmigrations (name, run_on) VALUES ('1000_a', now())")
+    plan = Engine(conn, migrations_dir).plan()
+    Engine(conn, migrations_dir).up(dry_run=True)
+    assert [row.name for row in plan.applied] == ["1000_a"] and plan.applied[0].checksum is None
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'pgmigrations'")
+        assert sorted(row[0] for row in cursor.fetchall()) == ["id", "name", "run_on"]
