@@ -27,7 +27,7 @@ from .errors import MigrationError
 from .lint import format_report, lint
 
 DEFAULT_MIGRATIONS_DIR = Path("migrations")
-APPLICATION_NAME = "lambda_db_setup"
+APPLICATION_NAME = EngineOptions.application_name  # how pg_stat_activity and `unlock` recognise a runner
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 
 PY_TEMPLATE = '''"""{description}."""
@@ -57,6 +57,7 @@ SQL_TEMPLATE = """-- {description}.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The commands; the connection and timeout options are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database-url", default=argparse.SUPPRESS, help="PostgreSQL URL (default: $DATABASE_URL)")
     common.add_argument("--migrations-dir", type=Path, default=argparse.SUPPRESS, help="default: migrations/")
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (errors are one line on stderr)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "create":

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 from .builder import MigrationBuilder
 from .errors import MigrationFileError
@@ -23,7 +24,7 @@ from .sqltext import SqlSections, parse_sections, split_statements
 
 FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(?P<kind>py|sql)$")
 MAX_NAME_LENGTH = 255  # pgmigrations.name is varchar(255)
-Direction = str  # "up" or "down"
+Direction = Literal["up", "down"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,6 @@ class Migration:
         else:
             self._build_python(builder, direction)
         return builder
-
-    def has_down(self) -> bool:
-        if self.kind == "sql":
-            return self._sections.down is not None
-        return callable(getattr(self._module, "down", None))
 
     def _build_sql(self, builder: MigrationBuilder, direction: Direction) -> None:
         sections = self._sections

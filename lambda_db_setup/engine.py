@@ -102,7 +102,6 @@ class BaselineResult:
 class Plan:
     """Files compared with ``pgmigrations``: what is applied, pending, missing, ahead or drifted."""
 
-    migrations: list[Migration]
     applied: list[AppliedRow]
     table_exists: bool
     pending: list[Migration]
@@ -153,7 +152,6 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> 
         row.name for row in rows if row.checksum and row.name in by_name and by_name[row.name].checksum != row.checksum
     ]
     return Plan(
-        migrations=migrations,
         applied=rows,
         table_exists=applied is not None,
         pending=[migration for migration in migrations if migration.name not in applied_names],
@@ -386,10 +384,7 @@ class Engine:
         statements = tuple(statement.as_string(self.conn) for statement in builder.statements)
         return MigrationOutcome(migration.name, 0.0, direction, statements, use_transaction=builder.use_transaction)
 
-    def _run(
-        self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder | None = None
-    ) -> MigrationOutcome:
-        builder = builder or self._build(migration, direction)
+    def _run(self, cursor: Cursor, migration: Migration, direction: str, builder: MigrationBuilder) -> MigrationOutcome:
         started = time.perf_counter()
         self._attempt = 1
         while True:

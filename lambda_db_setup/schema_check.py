@@ -57,8 +57,9 @@ class Comparison:
 
 def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
     """Rehearse ``migrations`` in a rolled-back transaction and compare their tables with ``public``."""
-    for migration in migrations:
-        if not migration.build("up").use_transaction:
+    builders = [migration.build("up") for migration in migrations]
+    for migration, builder in zip(migrations, builders, strict=True):
+        if not builder.use_transaction:
             raise MigrationError(
                 f"{migration.file_name} runs outside a transaction, so the schema check cannot rehearse it;"
                 " use baseline --no-verify after checking the schema yourself",
@@ -68,8 +69,8 @@ def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
     try:
         cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
         cursor.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SCRATCH_SCHEMA)))
-        for migration in migrations:
-            for statement in migration.build("up").statements:
+        for builder in builders:
+            for statement in builder.statements:
                 cursor.execute(statement)
         cursor.execute(
             "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"

@@ -40,6 +40,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable once, so a bad one fails the run before anything is touched."""
         env = _Environment(os.environ if environ is None else environ)
         proxy_host, proxy_port = env.endpoint("DB_PROXY_ENDPOINT")
         sslmode = env.choice("DB_SSLMODE", SSL_MODES, default="verify-full")

@@ -89,6 +89,7 @@ def remove(cursor: Cursor, name: str, *, commit: bool = False) -> None:
 
 
 def set_checksum(cursor: Cursor, name: str, checksum: str) -> None:
+    """Accept the file's current content as reviewed (``repair``)."""
     cursor.execute(SET_CHECKSUM, (checksum, name))
 
 
