@@ -334,3 +334,8 @@ class Context:
     def started_server(self) -> Server | None:
         """The server if a figure used it."""
         return self.__dict__.get("server")
+
+
+def memory_row(case: str, ours: list[Run], baseline_name: str, baseline: list[Run] | None) -> Row:
+    """A figure-5 row: peak memory of our runs against node-pg-migrate's (absent when it is not installed)."""
+    return Row(case, Unit.BYTES, peak_rss(ours), baseline_name, peak_rss(baseline), missing=NODE_MISSING)

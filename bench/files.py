@@ -18,10 +18,10 @@ from .common import (
     Target,
     Unit,
     median_seconds,
+    memory_row,
     migration_names,
     node_runner,
     ours,
-    peak_rss,
     progress,
     repeat,
     write_migrations,
@@ -88,21 +88,17 @@ def run(ctx: Context) -> list[Table]:
     ]
     memory = Table(MEMORY_TITLE, notes=[MEMORY_NOTE])
     memory.rows += [
-        Row(
+        memory_row(
             f"`status`, {count:,} files",
-            Unit.BYTES,
-            peak_rss(runs["ours status"]),
+            runs["ours status"],
             "node-pg-migrate `runner()` dry run",
-            peak_rss(runs.get("node dry run")),
-            missing=NODE_MISSING,
+            runs.get("node dry run"),
         ),
-        Row(
+        memory_row(
             f"no-op `up`, {count:,} files",
-            Unit.BYTES,
-            peak_rss(runs["ours no-op up"]),
+            runs["ours no-op up"],
             "node-pg-migrate `runner()`",
-            peak_rss(runs.get("node no-op up")),
-            missing=NODE_MISSING,
+            runs.get("node no-op up"),
         ),
     ]
     return [table, memory]

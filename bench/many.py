@@ -22,10 +22,10 @@ from .common import (
     Unit,
     median_seconds,
     median_wall,
+    memory_row,
     migration_names,
     node_runner,
     ours,
-    peak_rss,
     progress,
     repeat,
     reported,
@@ -122,21 +122,17 @@ def run(ctx: Context) -> list[Table]:
     ]
     memory = Table(MEMORY_TITLE, notes=[MEMORY_NOTE])
     memory.rows += [
-        Row(
+        memory_row(
             f"{count:,} migrations from empty, `.sql`",
-            Unit.BYTES,
-            peak_rss(runs["ours .sql"]),
+            runs["ours .sql"],
             "node-pg-migrate `runner()`, `.sql`",
-            peak_rss(runs.get("node .sql")),
-            missing=NODE_MISSING,
+            runs.get("node .sql"),
         ),
-        Row(
+        memory_row(
             f"{count:,} migrations from empty, `.py`",
-            Unit.BYTES,
-            peak_rss(runs["ours .py"]),
+            runs["ours .py"],
             "node-pg-migrate `runner()`, `.js`",
-            peak_rss(runs.get("node .js")),
-            missing=NODE_MISSING,
+            runs.get("node .js"),
         ),
     ]
     return [table, memory]
