@@ -232,28 +232,22 @@ class Engine:
         """Revert the newest ``count`` applied migrations, newest first."""
         migrations = discover(self.migrations_dir)
         with self._session(take_lock=not dry_run) as cursor:
-            plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=not dry_run))
-            plan.check(allow_ahead=False)
-            by_name = {migration.name: migration for migration in migrations}
-            targets = [by_name[row.name] for row in reversed(plan.applied[-count:])] if count > 0 else []
-            result = RunResult(dry_run=dry_run)
+            targets = self._down_targets(cursor, migrations, count, upgrade=not dry_run)
             if dry_run:
-                result.applied = [self._render(migration, "down") for migration in targets]
-                return result
-            builders = [self._build(migration, "down") for migration in targets]  # all valid before any runs
-            if not force:
-                for migration, builder in zip(targets, builders, strict=True):
-                    self._refuse_data_loss(cursor, migration, builder)
-            for migration, builder in zip(targets, builders, strict=True):
-                result.applied.append(self._run(cursor, migration, "down", builder))
-            return result
+                return RunResult(applied=[self._render(migration, "down") for migration in targets], dry_run=True)
+            return RunResult(applied=self._revert(cursor, targets, force=force))
 
     def redo(self, count: int = 1, *, force: bool = False) -> RunResult:
-        """Revert and re-apply the newest ``count`` migrations (checks a down/up pair while writing it)."""
-        reverted = self.down(count, force=force)
-        reapplied = self.up(count=len(reverted.applied))
-        reapplied.applied = reverted.applied + reapplied.applied
-        return reapplied
+        """Revert and re-apply the newest ``count`` migrations under one lock (tests a down/up pair)."""
+        migrations = discover(self.migrations_dir)
+        with self._session(take_lock=True) as cursor:
+            targets = self._down_targets(cursor, migrations, count, upgrade=True)
+            again = list(reversed(targets))
+            up_builders = [self._build(migration, "up") for migration in again]  # valid before reverting anything
+            result = RunResult(applied=self._revert(cursor, targets, force=force))
+            for migration, builder in zip(again, up_builders, strict=True):
+                result.applied.append(self._run(cursor, migration, "up", builder))
+            return result
 
     def repair(self) -> list[str]:
         """Accept the current content of applied files: record their checksums (after a reviewed edit)."""
@@ -304,6 +298,25 @@ class Engine:
             )
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _down_targets(
+        self, cursor: Cursor, migrations: list[Migration], count: int, *, upgrade: bool
+    ) -> list[Migration]:
+        """The newest ``count`` applied migrations, newest first (the history must match the files)."""
+        plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=upgrade))
+        plan.check(allow_ahead=False)
+        by_name = {migration.name: migration for migration in migrations}
+        return [by_name[row.name] for row in reversed(plan.applied[-count:])] if count > 0 else []
+
+    def _revert(self, cursor: Cursor, targets: list[Migration], *, force: bool) -> list[MigrationOutcome]:
+        """Run the ``down`` of each target; all are built (and checked for data loss) before the first runs."""
+        builders = [self._build(migration, "down") for migration in targets]
+        if not force:
+            for migration, builder in zip(targets, builders, strict=True):
+                self._refuse_data_loss(cursor, migration, builder)
+        return [
+            self._run(cursor, migration, "down", builder) for migration, builder in zip(targets, builders, strict=True)
+        ]
 
     @contextmanager
     def _cursor(self) -> Iterator[Cursor]:

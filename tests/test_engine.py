@@ -418,3 +418,21 @@ def test_reading_the_plan_changes_nothing(conn, migrations_dir) -> None:
     with conn.cursor() as cursor:
         cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'pgmigrations'")
         assert sorted(row[0] for row in cursor.fetchall()) == ["id", "name", "run_on"]
+
+
+def test_redo_holds_the_lock_from_down_to_up(conn, migrations_dir, monkeypatch) -> None:
+    """One lock acquisition for the whole redo: no other runner can slip in between the down and the up."""
+    create_table_migration(migrations_dir, "1000_a", "a")
+    Engine(conn, migrations_dir).up()
+    acquisitions: list[float] = []
+    real_acquire = lock.acquire
+
+    def counting_acquire(cursor, **options) -> None:
+        acquisitions.append(time.monotonic())
+        real_acquire(cursor, **options)
+
+    monkeypatch.setattr(lock, "acquire", counting_acquire)
+    result = Engine(conn, migrations_dir).redo()
+    assert [(o.name, o.direction) for o in result.applied] == [("1000_a", "down"), ("1000_a", "up")]
+    assert len(acquisitions) == 1
+    assert applied_names(conn) == ["1000_a"] and table_exists(conn, "a")
