@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("count", nargs="?", type=int, help="apply only the next COUNT")
     up.add_argument("--to", metavar="NAME", help="apply up to and including NAME")
     up.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+    up.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        help="no history but the tables exist: record the migrations instead of running them, if the schema matches",
+    )
 
     down = commands.add_parser("down", parents=[common], help="revert the newest applied migrations")
     down.add_argument("count", nargs="?", type=int, default=1, help="how many (default 1)")
@@ -167,6 +172,7 @@ def _run(args: argparse.Namespace, conn: Connection) -> int:
 
 def _options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(
+        adopt_existing_schema=getattr(args, "adopt_existing", False),
         lock_wait_seconds=args.lock_wait,
         lock_timeout_ms=args.lock_timeout_ms,
         statement_timeout_ms=args.statement_timeout_ms,
@@ -234,6 +240,9 @@ def _print_result(result: RunResult, command: str) -> None:
         return
     if result.ahead:
         print(f"warning: the database is ahead of these files: {', '.join(result.ahead)}")
+    if result.adopted:
+        print(f"adopted the existing schema (it matched): recorded {len(result.adopted)} migration(s) without running")
+        return
     if not result.applied:
         print("nothing to do: no pending migrations" if command == "up" else "nothing to revert")
         return

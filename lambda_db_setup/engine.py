@@ -59,6 +59,7 @@ class EngineOptions:
     deadline: float | None = None
     start_margin_seconds: float = 10.0
     allow_ahead: bool = False
+    adopt_existing_schema: bool = False  # no history but the tables exist: record instead of run, if they match
     application_name: str = "lambda_db_setup"
     client_check_interval_ms: int = 1000  # PostgreSQL 14+: end a dead runner's statement within this long
 
@@ -83,6 +84,7 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     ahead: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)  # recorded without running: the schema already matched
     dry_run: bool = False
 
     @property
@@ -218,9 +220,12 @@ class Engine:
             if dry_run:
                 result.applied = [self._render(migration, "up") for migration in targets]
                 return result
-            if not plan.table_exists:
-                tracking.ensure_table(cursor)
             builders = [self._build(migration, "up") for migration in targets]  # every file valid before any runs
+            if self.options.adopt_existing_schema and not plan.applied and count is None and to is None:
+                result.adopted = self._adopt_existing_schema(cursor, plan, targets, builders)
+                targets, builders = targets[len(result.adopted) :], builders[len(result.adopted) :]
+            elif not plan.table_exists:
+                tracking.ensure_table(cursor)
             for index, (migration, builder) in enumerate(zip(targets, builders, strict=True)):
                 if self._out_of_time():
                     result.pending = [remaining.name for remaining in targets[index:]]
@@ -275,29 +280,59 @@ class Engine:
             targets = _select_up_targets(plan.pending, None, to)
             verified = schema_check.compare(cursor, targets) if verify and targets else None
             if verified and verified.differences:
-                shown = "; ".join(verified.differences[:5])
-                more = f" (and {len(verified.differences) - 5} more)" if len(verified.differences) > 5 else ""
-                raise schema_check.SchemaMismatchError(
-                    f"baseline refused: the schema does not match what {len(targets)} migration(s) would build:"
-                    f" {shown}{more}",
-                    differences=verified.differences,
+                raise _mismatch(
+                    f"baseline refused: the schema does not match what {len(targets)} migration(s)", verified
                 )
-            if not plan.table_exists:
-                tracking.ensure_table(cursor)
-            cursor.execute("BEGIN")
-            try:
-                for migration in targets:
-                    tracking.record(cursor, migration.name, migration.checksum)
-                cursor.execute("COMMIT")
-            except BaseException:
-                self._rollback(cursor)
-                raise
+            self._record_applied(cursor, plan, targets)
             return BaselineResult(
                 recorded=[migration.name for migration in targets],
                 verified_tables=verified.tables if verified else None,
             )
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _adopt_existing_schema(
+        self, cursor: Cursor, plan: Plan, targets: list[Migration], builders: list[MigrationBuilder]
+    ) -> list[str]:
+        """What the original Lambda did for a schema built before tracking: record it, if it really matches.
+
+        An empty ``public`` is a new database: nothing to rehearse. Otherwise it rehearses the leading
+        migrations that run in a transaction; when none of their tables exist this is a new database too.
+        When all exist exactly as they would build them, they are recorded without running. Anything in
+        between is refused: applying over an unknown schema is a guess.
+        """
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename <> %s)", (tracking.TABLE,)
+        )
+        (has_tables,) = cursor.fetchone()
+        leading = targets[: next((i for i, b in enumerate(builders) if not b.use_transaction), len(targets))]
+        comparison = schema_check.compare(cursor, leading) if leading and has_tables else None
+        if comparison is None or all(table in comparison.absent for table in comparison.tables):
+            if not plan.table_exists:
+                tracking.ensure_table(cursor)
+            return []
+        if comparison.differences:
+            raise _mismatch(
+                "the database has no migration history but already has tables the migrations create, and its"
+                f" schema does not match what {len(leading)} migration(s)",
+                comparison,
+                " (record what it has with `baseline --to NAME`)",
+            )
+        self._record_applied(cursor, plan, leading)
+        return [migration.name for migration in leading]
+
+    def _record_applied(self, cursor: Cursor, plan: Plan, migrations: list[Migration]) -> None:
+        """Record migrations as applied without running them, all in one transaction."""
+        if not plan.table_exists:
+            tracking.ensure_table(cursor)
+        cursor.execute("BEGIN")
+        try:
+            for migration in migrations:
+                tracking.record(cursor, migration.name, migration.checksum)
+            cursor.execute("COMMIT")
+        except BaseException:
+            self._rollback(cursor)
+            raise
 
     def _down_targets(
         self, cursor: Cursor, migrations: list[Migration], count: int, *, upgrade: bool
@@ -608,6 +643,15 @@ class Engine:
 
 class _Retryable(Exception):
     """A lock-timeout failure that is safe to retry (the engine sleeps, then runs the migration again)."""
+
+
+def _mismatch(what: str, comparison: schema_check.Comparison, advice: str = "") -> schema_check.SchemaMismatchError:
+    """The error for a schema that differs from the migrations' rehearsal, with the first differences."""
+    shown = "; ".join(comparison.differences[:5])
+    more = f" (and {len(comparison.differences) - 5} more)" if len(comparison.differences) > 5 else ""
+    return schema_check.SchemaMismatchError(
+        f"{what} would build: {shown}{more}{advice}", differences=comparison.differences
+    )
 
 
 def _select_up_targets(pending: list[Migration], count: int | None, to: str | None) -> list[Migration]:

@@ -157,6 +157,12 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
                 _lint(conn, settings, _engine_options(settings, deadline))
             engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
             result = engine.up()
+            if result.adopted:
+                logger.info(
+                    "adopted a schema built before migration tracking: it matched what the migrations build, so"
+                    " they were recorded as applied without running",
+                    extra={"adopted": result.adopted, "outcome": "adopted"},
+                )
             if result.ahead:
                 logger.warning(
                     "the database is ahead of this code: migrations applied that have no file here (a rollback"
@@ -191,7 +197,7 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
     )
     return Progress(
         applied_before=len(result.skipped),
-        applied=result.skipped + [outcome.name for outcome in result.applied],
+        applied=result.skipped + result.adopted + [outcome.name for outcome in result.applied],
         complete=complete,
     )
 
@@ -214,6 +220,7 @@ def _engine_options(settings: Settings, deadline: float) -> EngineOptions:
         statement_timeout_ms=settings.statement_timeout_ms,
         deadline=deadline,
         allow_ahead=True,
+        adopt_existing_schema=settings.adopt_existing_schema,
         application_name=APPLICATION_NAME,
     )
     time_left = deadline - time.monotonic() - options.start_margin_seconds

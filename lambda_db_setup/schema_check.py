@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from .discovery import Migration
-from .errors import MigrationError
+from .errors import MigrationError, MigrationFailedError
 
 SCRATCH_SCHEMA = "pgm_baseline_check"
 
@@ -52,6 +53,7 @@ class Comparison:
     """The tables the migrations build, and how ``public`` differs from them (empty: it matches)."""
 
     tables: list[str]
+    absent: list[str]  # of ``tables``, those public does not have at all
     differences: list[str]
 
 
@@ -69,9 +71,19 @@ def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
     try:
         cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
         cursor.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SCRATCH_SCHEMA)))
-        for builder in builders:
+        for migration, builder in zip(migrations, builders, strict=True):
             for statement in builder.statements:
-                cursor.execute(statement)
+                try:
+                    cursor.execute(statement)
+                except psycopg2.Error as error:
+                    message = (error.diag.message_primary or str(error)).strip()
+                    raise MigrationFailedError(
+                        f"{migration.file_name}: fails when rehearsed for the schema check: {message}"
+                        f" (SQLSTATE {error.pgcode})",
+                        migration=migration.name,
+                        sqlstate=error.pgcode,
+                        pg_message=message,
+                    ) from error
         cursor.execute(
             "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
@@ -88,7 +100,7 @@ def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
     differences = [f"table {table} does not exist" for table in absent]
     differences += [f"expected {item}" for item in sorted(expected - actual) if item.split(" ", 1)[0] in present]
     differences += [f"found {item}" for item in sorted(actual - expected)]
-    return Comparison(tables=tables, differences=differences)
+    return Comparison(tables=tables, absent=absent, differences=differences)
 
 
 def _snapshot(cursor: Cursor, schema: str, tables: list[str]) -> set[str]:

@@ -37,6 +37,7 @@ class Settings:
     statement_timeout_ms: int
     migrations_dir: Path
     lint_before_apply: bool
+    adopt_existing_schema: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +58,7 @@ class Settings:
             statement_timeout_ms=env.integer("STATEMENT_TIMEOUT_MS", default=0, minimum=0),
             migrations_dir=env.directory("MIGRATIONS_DIR", default=DEFAULT_MIGRATIONS_DIR),
             lint_before_apply=env.boolean("LINT_BEFORE_APPLY", default=False),
+            adopt_existing_schema=env.boolean("ADOPT_EXISTING_SCHEMA", default=True),
         )
 
 

@@ -32,6 +32,9 @@ def create_table_migration(directory: Path, name: str, table: str) -> Path:
 
 
 def applied_names(conn) -> list[str]:
+    """Names in pgmigrations, oldest first ([] when the table was never created: nothing applied)."""
+    if not table_exists(conn, "pgmigrations"):
+        return []
     with conn.cursor() as cursor:
         cursor.execute("SELECT name FROM pgmigrations ORDER BY run_on, id")
         return [row[0] for row in cursor.fetchall()]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lambda_db_setup.engine import Engine
+from lambda_db_setup.engine import Engine, EngineOptions
 from lambda_db_setup.schema_check import SchemaMismatchError
 from tests.helpers import applied_names, write_py
 
@@ -101,3 +101,34 @@ def test_app_schema_built_before_tracking_is_baselined(conn) -> None:
     result = Engine(conn, APP_MIGRATIONS).baseline()
     assert len(result.recorded) == 14 and len(result.verified_tables) == 12
     assert Engine(conn, APP_MIGRATIONS).up().applied == []
+
+
+def test_up_adopts_a_matching_schema_built_before_tracking(conn) -> None:
+    """The original Lambda's behaviour, on request: tables there, no history, schema matches -> recorded."""
+    Engine(conn, APP_MIGRATIONS).up()
+    with conn.cursor() as cursor:
+        cursor.execute("DROP TABLE pgmigrations")
+        cursor.execute("INSERT INTO users (user_email) VALUES ('kept@example.com')")
+    result = Engine(conn, APP_MIGRATIONS, EngineOptions(adopt_existing_schema=True)).up()
+    assert len(result.adopted) == 14 and result.applied == []
+    assert len(applied_names(conn)) == 14
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM users")
+        assert cursor.fetchone() == (1,)
+
+
+def test_up_with_adoption_migrates_a_new_database_as_usual(conn) -> None:
+    result = Engine(conn, APP_MIGRATIONS, EngineOptions(adopt_existing_schema=True)).up()
+    assert result.adopted == [] and len(result.applied) == 14
+
+
+def test_up_refuses_to_adopt_a_schema_that_differs(conn, migrations_dir) -> None:
+    _two_tables(migrations_dir)
+    with conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE parents (id int PRIMARY KEY, label varchar(10))")
+    with pytest.raises(SchemaMismatchError, match="no migration history but already has tables") as caught:
+        Engine(conn, migrations_dir, EngineOptions(adopt_existing_schema=True)).up()
+    assert "baseline --to NAME" in str(caught.value)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('children'), to_regclass('pgmigrations')")
+        assert cursor.fetchone() == (None, None)

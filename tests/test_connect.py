@@ -42,6 +42,7 @@ def settings(**changes: object) -> Settings:
         statement_timeout_ms=0,
         migrations_dir=None,  # type: ignore[arg-type]  # not used by connect
         lint_before_apply=False,
+        adopt_existing_schema=True,
     )
     return replace(base, **changes)
 

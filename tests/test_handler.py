@@ -75,6 +75,7 @@ def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytes
         "STATEMENT_TIMEOUT_MS",
         "LINT_BEFORE_APPLY",
         "SQUAWK_BINARY",
+        "ADOPT_EXISTING_SCHEMA",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", cfn_events.REGION)
@@ -310,6 +311,23 @@ def test_rollback_update_with_older_migrations_succeeds_with_a_warning(
     warnings = [line for line in log_lines(logs) if line["level"] == "WARNING"]
     assert warnings and all(line["ahead"] == [names[2]] for line in warnings)
     assert "the database is ahead of this code" in warnings[0]["message"]
+
+
+def test_schema_built_before_tracking_is_adopted_on_deploy(deployment: Deployment, logs: io.StringIO) -> None:
+    """The original Lambda's behaviour: tables there, no pgmigrations, schema matches -> recorded, not run."""
+    names = three_migrations(deployment.migrations_dir)
+    with deployment.conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE alpha (id int); CREATE TABLE beta (id serial PRIMARY KEY); CREATE TABLE gamma (id int)"
+        )
+        cursor.execute("INSERT INTO alpha VALUES (7)")
+    deployment.deploy(cfn_events.create())
+    assert applied_names(deployment.conn) == names
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT id FROM alpha")
+        assert cursor.fetchall() == [(7,)]
+    adopted = [line for line in log_lines(logs) if line.get("outcome") == "adopted"]
+    assert adopted and adopted[0]["adopted"] == names
 
 
 def test_a_gap_in_the_middle_still_fails(deployment: Deployment) -> None:

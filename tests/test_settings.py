@@ -25,6 +25,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.connect_timeout_seconds == 10
     assert settings.migrations_dir == tmp_path
     assert settings.lint_before_apply is False
+    assert settings.adopt_existing_schema is True
 
 
 def test_migrations_dir_defaults_to_the_one_beside_the_package() -> None:
