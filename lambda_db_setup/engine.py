@@ -33,7 +33,7 @@ from .errors import (
     MigrationFileError,
     OrderError,
 )
-from .sqltext import dropped_tables, identifiers, is_transaction_control, split_statements
+from .sqltext import dropped_tables, excerpt, identifiers, is_transaction_control, split_statements
 from .tracking import AppliedRow
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -224,7 +224,7 @@ class Engine:
             if self.options.adopt_existing_schema and not plan.applied and count is None and to is None:
                 result.adopted = self._adopt_existing_schema(cursor, plan, targets, builders)
                 targets, builders = targets[len(result.adopted) :], builders[len(result.adopted) :]
-            elif not plan.table_exists:
+            if not plan.table_exists:
                 tracking.ensure_table(cursor)
             for index, (migration, builder) in enumerate(zip(targets, builders, strict=True)):
                 if self._out_of_time():
@@ -278,7 +278,8 @@ class Engine:
             plan = make_plan(migrations, tracking.read_applied(cursor, upgrade=True))
             plan.check(allow_ahead=False)
             targets = _select_up_targets(plan.pending, None, to)
-            verified = schema_check.compare(cursor, targets) if verify and targets else None
+            builders = [self._build(migration, "up") for migration in targets] if verify else []
+            verified = schema_check.compare(cursor, targets, builders) if verify and targets else None
             if verified and verified.differences:
                 raise _mismatch(
                     f"baseline refused: the schema does not match what {len(targets)} migration(s)", verified
@@ -306,10 +307,8 @@ class Engine:
         )
         (has_tables,) = cursor.fetchone()
         leading = targets[: next((i for i, b in enumerate(builders) if not b.use_transaction), len(targets))]
-        comparison = schema_check.compare(cursor, leading) if leading and has_tables else None
+        comparison = schema_check.compare(cursor, leading, builders[: len(leading)]) if leading and has_tables else None
         if comparison is None or all(table in comparison.absent for table in comparison.tables):
-            if not plan.table_exists:
-                tracking.ensure_table(cursor)
             return []
         if comparison.differences:
             raise _mismatch(
@@ -669,10 +668,7 @@ def _statements(text: str) -> list[str]:
 
 
 def _excerpt(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= STATEMENT_EXCERPT else flat[: STATEMENT_EXCERPT - 3] + "..."
+    return excerpt(text, STATEMENT_EXCERPT)
 
 
 def _kept(index: int) -> str:

@@ -47,7 +47,7 @@ from psycopg2.extensions import connection as Connection
 from .discovery import Migration
 from .engine import Engine, EngineOptions, MigrationOutcome
 from .errors import LintError
-from .sqltext import split_statements
+from .sqltext import excerpt, split_statements
 
 # Rules about concerns the engine takes care of itself, so a migration need not (and should not) repeat them.
 ENGINE_HANDLED = {
@@ -302,7 +302,6 @@ def _piece_at(pieces: list[_Piece], line: int) -> _Piece:
 
 
 def _record(result: MigrationLint, migration: Migration, piece: _Piece, raw: dict) -> None:
-    flat = " ".join(piece.text.split())
     piece_lines = piece.text.split("\n")
     offset = min(max(raw["line"] - piece.first_line, 0), len(piece_lines) - 1)
     finding = Finding(
@@ -310,7 +309,7 @@ def _record(result: MigrationLint, migration: Migration, piece: _Piece, raw: dic
         rule=str(raw.get("rule_name", "unknown")),
         message=str(raw.get("message", "")).strip(),
         help=(str(raw["help"]).strip() or None) if raw.get("help") else None,
-        statement=flat if len(flat) <= EXCERPT else flat[: EXCERPT - 3] + "...",
+        statement=excerpt(piece.text, EXCERPT),
         code=piece_lines[offset].strip(),
         line=piece.file_line + offset if piece.file_line else None,
     )

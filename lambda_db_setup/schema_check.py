@@ -15,6 +15,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
+from .builder import MigrationBuilder
 from .discovery import Migration
 from .errors import MigrationError, MigrationFailedError
 
@@ -57,9 +58,9 @@ class Comparison:
     differences: list[str]
 
 
-def compare(cursor: Cursor, migrations: Sequence[Migration]) -> Comparison:
-    """Rehearse ``migrations`` in a rolled-back transaction and compare their tables with ``public``."""
-    builders = [migration.build("up") for migration in migrations]
+def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[MigrationBuilder]) -> Comparison:
+    """Rehearse ``migrations`` (their ``up`` SQL, already built) in a rolled-back transaction and compare
+    their tables with ``public``."""
     for migration, builder in zip(migrations, builders, strict=True):
         if not builder.use_transaction:
             raise MigrationError(

@@ -99,6 +99,14 @@ def split_statements(text: str) -> list[str]:
     return [statement.strip() for statement in statements if first_keyword(statement)]
 
 
+def excerpt(text: str | bytes | None, limit: int) -> str:
+    """SQL (or a message) on one line, cut to ``limit`` characters, for an error or a report."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def first_keyword(statement: str) -> str:
     """The statement's first keyword in upper case ('' for a comment-only piece)."""
     stripped = _strip_leading_comments(statement)
