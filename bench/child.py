@@ -68,7 +68,7 @@ def main() -> None:
         try:
             engine = Engine(conn, args.directory)
             if args.op == "up":
-                report["applied"] = len(engine.up().applied)
+                report["applied"] = len(engine.up().ran)
             elif args.op == "plan":
                 plan = engine.plan()
                 report["applied"], report["pending"] = len(plan.applied), len(plan.pending)

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra import bundling
 from infra.database import Database
 from infra.network import Network
+from lambda_db_setup.settings import BY_NAME, environment_variable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
 HANDLER_MODULE = "lambda_db_setup.handler"
@@ -39,6 +40,7 @@ class MigrationSettings:
     log_retention: logs.RetentionDays
     reserved_concurrency: int
     lint_before_apply: bool  # squawk in the asset; the handler refuses migrations it flags
+    adopt_existing_schema: bool
 
 
 class Migrations(Construct):
@@ -133,22 +135,24 @@ class Migrations(Construct):
 
     @staticmethod
     def _environment(database: Database, settings: MigrationSettings) -> dict[str, str]:
-        """The contract with ``lambda_db_setup.handler``."""
-        lint = {"LINT_BEFORE_APPLY": "true", "SQUAWK_BINARY": f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"}
-        return {
-            "DB_SECRET_ARN": database.admin_secret.secret_arn,
-            "DB_PROXY_ENDPOINT": database.proxy.endpoint,
-            "APP_RW_SECRET_ARN": database.app_secrets["app_rw"].secret_arn,
-            "APP_TC_SECRET_ARN": database.app_secrets["app_tc"].secret_arn,
-            "DB_CA_BUNDLE": f"{TASK_ROOT}/certifi/cacert.pem",
-            "MIGRATIONS_DIR": f"{TASK_ROOT}/migrations",
-            "LOCK_TIMEOUT_MS": str(settings.lock_timeout_ms),
-            "STATEMENT_TIMEOUT_MS": str(settings.statement_timeout_ms),
-            "POWERTOOLS_SERVICE_NAME": "db-migrations",
-            "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
-            "POWERTOOLS_LOG_LEVEL": settings.log_level,
-            **(lint if settings.lint_before_apply else {}),
+        """The contract with ``lambda_db_setup.handler``: each variable named by the settings table."""
+        values: dict[str, object] = {
+            "admin_secret_arn": database.admin_secret.secret_arn,
+            "proxy_endpoint": database.proxy.endpoint,
+            "app_rw_secret_arn": database.app_secrets["app_rw"].secret_arn,
+            "app_tc_secret_arn": database.app_secrets["app_tc"].secret_arn,
+            "ca_bundle": f"{TASK_ROOT}/certifi/cacert.pem",
+            "migrations_dir": f"{TASK_ROOT}/migrations",
+            "lock_timeout_ms": settings.lock_timeout_ms,
+            "statement_timeout_ms": settings.statement_timeout_ms,
+            "adopt_existing_schema": settings.adopt_existing_schema,
+            "service_name": BY_NAME["service_name"].default,
+            "metrics_namespace": settings.metrics_namespace,
+            "log_level": settings.log_level,
         }
+        if settings.lint_before_apply:
+            values |= {"lint_before_apply": True, "squawk_binary": f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"}
+        return {environment_variable(name): _env_text(value) for name, value in values.items()}
 
     def _acknowledge_findings(self, role: iam.Role, provider: cr.Provider) -> None:
         """cdk-nag findings (and one CDK warning) kept on purpose, each with its reason."""
@@ -198,6 +202,11 @@ class Migrations(Construct):
                 "in the provider log group.",
             ),
         )
+
+
+def _env_text(value: object) -> str:
+    """An environment variable's text, as ``Settings`` parses it back (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _now() -> str:

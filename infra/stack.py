@@ -12,6 +12,7 @@ from constructs import Construct, Node
 from infra.database import Database, DatabaseSettings
 from infra.migrations import TRIGGERS, Migrations, MigrationSettings
 from infra.network import Network
+from lambda_db_setup.settings import BY_NAME, LOG_LEVELS
 
 # CloudWatch Logs accepts only these retention periods.
 RETENTION_DAYS = {
@@ -33,7 +34,6 @@ RETENTION_DAYS = {
     1827: logs.RetentionDays.FIVE_YEARS,
     3653: logs.RetentionDays.TEN_YEARS,
 }
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,13 @@ class StackConfig:
     admin_rotation_days: int = 30
     log_retention_days: int = 30
     migration_trigger: str = "always"
-    lock_timeout_ms: int = 5000
-    statement_timeout_ms: int = 0
-    metrics_namespace: str = "DbMigrations"
-    log_level: str = "INFO"
+    lock_timeout_ms: int = BY_NAME["lock_timeout_ms"].default
+    statement_timeout_ms: int = BY_NAME["statement_timeout_ms"].default
+    metrics_namespace: str = BY_NAME["metrics_namespace"].default
+    log_level: str = BY_NAME["log_level"].default
     reserved_concurrency: int = 1
-    lint_before_apply: bool = False
+    lint_before_apply: bool = BY_NAME["lint_before_apply"].default
+    adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default
 
     def __post_init__(self) -> None:
         problems = []
@@ -122,6 +123,7 @@ class StackConfig:
             log_retention=self.log_retention,
             reserved_concurrency=self.reserved_concurrency,
             lint_before_apply=self.lint_before_apply,
+            adopt_existing_schema=self.adopt_existing_schema,
         )
 
 

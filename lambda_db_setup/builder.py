@@ -308,10 +308,10 @@ class MigrationBuilder:
         table: TableName,
         columns: ColumnNames,
         *,
-        name: str | None = None,
-        unique: bool = False,
         concurrently: bool = False,
         if_exists: bool = False,
+        name: str | None = None,
+        unique: bool = False,
         cascade: bool = False,
     ) -> None:
         """DROP INDEX by the name ``create_index`` gave it (from table, columns and ``unique``) or by ``name``.

@@ -16,6 +16,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from .credentials import AdminLogin
+from .errors import ConnectError
 from .settings import VERIFYING_SSL_MODES, Settings
 
 MIN_CONNECT_TIMEOUT_SECONDS = 2  # libpq's floor: connect_timeout=1 behaves as 2
@@ -32,10 +33,6 @@ PERMANENT_FAILURES = (
     "certificate",  # verification failed, does not match the host name, or the CA file is unreadable
     "server does not support SSL",
 )
-
-
-class ConnectError(Exception):
-    """The database could not be reached or refused the login."""
 
 
 @dataclass(frozen=True)

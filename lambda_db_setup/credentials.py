@@ -12,6 +12,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .errors import SecretError
+
 DEFAULT_DBNAME = "postgres"
 CLIENT_ERROR_REASONS = {
     "ResourceNotFoundException": "not found",
@@ -19,10 +21,6 @@ CLIENT_ERROR_REASONS = {
     "DecryptionFailure": "cannot be decrypted with its KMS key",
     "InvalidRequestException": "cannot be read now (is it scheduled for deletion?)",
 }
-
-
-class SecretError(Exception):
-    """A secret is missing, unreadable, or does not hold the JSON the handler expects."""
 
 
 @dataclass(frozen=True)

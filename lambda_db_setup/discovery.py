@@ -7,7 +7,6 @@ read lazily: listing 10,000 files reads none of them; the checksum reads a file;
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 from collections.abc import Callable
@@ -43,7 +42,29 @@ class Migration:
     @cached_property
     def checksum(self) -> str:
         """SHA-256 of the file's bytes: what drift detection compares with the recorded one."""
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return hashlib.sha256(self.source).hexdigest()
+
+    @cached_property
+    def source(self) -> bytes:
+        """The file's bytes, read once: its checksum, SQL sections, import and lint all use these."""
+        try:
+            return self.path.read_bytes()
+        except OSError as error:
+            raise MigrationFileError(f"{self.file_name}: cannot read: {error.strerror}", migration=self.name) from error
+
+    @cached_property
+    def text(self) -> str:
+        """The file's text (UTF-8)."""
+        data = self.source
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise MigrationFileError(
+                f"{self.file_name}: not valid UTF-8 (line {line}: byte 0x{data[error.start]:02x} at offset"
+                f" {error.start}); save it as UTF-8",
+                migration=self.name,
+            ) from error
 
     def build(self, direction: Direction) -> MigrationBuilder:
         """Run the file's ``up``/``down`` against a fresh builder and return the collected SQL."""
@@ -76,22 +97,7 @@ class Migration:
 
     @cached_property
     def _sections(self) -> SqlSections:
-        return parse_sections(self._read_text(), self.file_name)
-
-    def _read_text(self) -> str:
-        try:
-            data = self.path.read_bytes()
-            self.__dict__.setdefault("checksum", hashlib.sha256(data).hexdigest())  # read once, hash these bytes
-            return data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            raise MigrationFileError(
-                f"{self.file_name}: not valid UTF-8 (line {line}: byte 0x{data[error.start]:02x} at offset"
-                f" {error.start}); save it as UTF-8",
-                migration=self.name,
-            ) from error
-        except OSError as error:
-            raise MigrationFileError(f"{self.file_name}: cannot read: {error.strerror}", migration=self.name) from error
+        return parse_sections(self.text, self.file_name)
 
     @cached_property
     def _module(self) -> ModuleType:
@@ -99,14 +105,11 @@ class Migration:
 
 
 def _import_file(migration: Migration) -> ModuleType:
-    """Import a Python migration as a private module (never put into ``sys.modules``)."""
-    module_name = f"_pgmigration_{migration.name}"
-    spec = importlib.util.spec_from_file_location(module_name, migration.path)
-    if spec is None or spec.loader is None:
-        raise MigrationFileError(f"{migration.file_name}: cannot be imported", migration=migration.name)
-    module = importlib.util.module_from_spec(spec)
+    """Run a Python migration's bytes (already read) as a private module, never put into ``sys.modules``."""
+    module = ModuleType(f"_pgmigration_{migration.name}")
+    module.__file__ = str(migration.path)
     try:
-        spec.loader.exec_module(module)
+        exec(compile(migration.source, migration.path, "exec"), module.__dict__)
     except SyntaxError as error:
         if error.msg.startswith("(unicode error)"):
             raise MigrationFileError(

@@ -1,4 +1,4 @@
-"""One small error hierarchy: every failure names the migration or file at fault.
+"""Every error the package raises, under one root; each message names the migration, file or setting at fault.
 
 Adapters turn these into their own world: the CLI into a one-line message and an exit code, the
 Lambda handler into the CloudFormation FAILED reason. ``str(error)`` is always that one line.
@@ -6,16 +6,35 @@ Lambda handler into the CloudFormation FAILED reason. ``str(error)`` is always t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 
 class MigrationError(Exception):
-    """Base class; ``migration`` is the migration name (file name without extension) when one is at fault."""
+    """The root; ``migration`` is the migration name (file name without extension) when one is at fault."""
 
     def __init__(self, message: str, *, migration: str | None = None) -> None:
         super().__init__(message)
         self.migration = migration
+
+
+class ConfigurationError(MigrationError):
+    """A setting (environment variable or flag) is missing or has a value that cannot be used."""
+
+
+class EventError(MigrationError):
+    """The Lambda event is not one the Provider framework sends."""
+
+
+class SecretError(MigrationError):
+    """A secret is missing, unreadable, or does not hold the JSON the handler expects."""
+
+
+class ConnectError(MigrationError):
+    """The database could not be reached or refused the login."""
+
+
+class RolesError(MigrationError):
+    """A role, grant or password could not be applied; the transaction was rolled back."""
 
 
 class MigrationFileError(MigrationError):
@@ -38,26 +57,18 @@ class TrackingTableError(MigrationError):
     """The ``pgmigrations`` table exists but does not have the shape node-pg-migrate gives it."""
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds the migration lock, as ``pg_stat_activity`` describes them."""
+class SchemaMismatchError(MigrationError):
+    """The live schema is not what the migrations being baselined or adopted would have built."""
 
-    pid: int
-    application_name: str
-    backend_start: str
-    state: str
-    client_addr: str | None
-
-    def describe(self) -> str:
-        client = f", client {self.client_addr}" if self.client_addr else ""
-        application = self.application_name or "(no application_name)"
-        return f"pid {self.pid} ({application}{client}, connected since {self.backend_start}, {self.state})"
+    def __init__(self, message: str, *, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
 
 
 class LockError(MigrationError):
-    """The migration lock could not be taken or could not be verified."""
+    """The migration lock could not be taken or could not be verified; ``holder`` is a `lock.LockHolder`."""
 
-    def __init__(self, message: str, *, holder: LockHolder | None = None) -> None:
+    def __init__(self, message: str, *, holder: Any = None) -> None:
         super().__init__(message)
         self.holder = holder
 
@@ -110,3 +121,10 @@ class LintError(MigrationError):
 
 class LintRefusedError(MigrationError):
     """squawk flagged pending migrations and the run was set to refuse them (``LINT_BEFORE_APPLY``)."""
+
+
+def pg_message(error: BaseException) -> str:
+    """PostgreSQL's primary message of a driver error, on one line (the driver's text when it has none)."""
+    diag = getattr(error, "diag", None)
+    text = ((diag.message_primary if diag is not None else None) or str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,29 +34,26 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from . import credentials, roles
 from .connect import connect
-from .engine import Engine, EngineOptions, MigrationOutcome
-from .errors import LintRefusedError, MigrationError
+from .engine import Engine
+from .errors import EventError, LintRefusedError, MigrationError
 from .lint import LintReport, format_report, lint
-from .settings import Settings
+from .options import EngineOptions
+from .results import MigrationOutcome, RunResult
+from .settings import APPLICATION_NAME, BY_NAME, Settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 PHYSICAL_RESOURCE_ID = "db-migrations"  # one resource per stack; Update keeps whatever id the resource has
 APPLIED_BEFORE = "MigrationsAppliedBefore"  # on_event -> is_complete: to count what this deploy applied
-APPLICATION_NAME = "lambda_db_setup (CloudFormation)"  # how pg_stat_activity and the lock holder show us
+RUNNER_NAME = f"{APPLICATION_NAME} (CloudFormation)"  # how pg_stat_activity and the lock holder show us
 REQUEST_TYPES = ("Create", "Update", "Delete")
 RESPONSE_MARGIN_SECONDS = 5.0  # kept free at the end of an invocation to log, flush metrics and return
-LOCK_WAIT_SECONDS = 30.0
 ROLES_MIN_SECONDS = 5.0  # less time than this left after migrating: the roles wait for the next poll
 LINT_SHOWN = 3  # flagged items a refusal names; the CloudFormation Reason stays short, the log has them all
 
 logger = Logger()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaDbSetup")
-
-
-class EventError(ValueError):
-    """The event is not one the Provider framework sends."""
+metrics = Metrics(namespace=os.environ.get(BY_NAME["metrics_namespace"].env) or BY_NAME["metrics_namespace"].default)
 
 
 @dataclass(frozen=True)
@@ -134,61 +132,29 @@ def parse_request(event: object) -> Request:
 
 
 def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool, lint_first: bool) -> Progress:
-    """One run: secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles."""
+    """One run, measured: every failure is logged and counted, so one alarm covers every failed deploy."""
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
     started = time.perf_counter()
     logger.append_keys(request_type=request.request_type, stage=stage)
-    applied_now: list[MigrationOutcome] = []
-
-    def on_migration(outcome: MigrationOutcome) -> None:
-        applied_now.append(outcome)
-        logger.info(
-            "migration applied",
-            extra={"migration": outcome.name, "duration_ms": round(outcome.duration_ms, 1), "outcome": "applied"},
-        )
-
+    ran: list[MigrationOutcome] = []
     try:
-        settings = Settings.from_env()
-        client = credentials.secrets_client()
-        admin = credentials.read_admin_login(client, settings.admin_secret_arn, "DB_SECRET_ARN")
-        users = _read_app_users(client, settings)
-        with closing(connect(admin, settings, deadline=deadline, application_name=APPLICATION_NAME)) as conn:
-            if lint_first and settings.lint_before_apply:
-                _lint(conn, settings, _engine_options(settings, deadline))
-            engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
-            result = engine.up()
-            if result.adopted:
-                logger.info(
-                    "adopted a schema built before migration tracking: it matched what the migrations build, so"
-                    " they were recorded as applied without running",
-                    extra={"adopted": result.adopted, "outcome": "adopted"},
-                )
-            if result.ahead:
-                logger.warning(
-                    "the database is ahead of this code: migrations applied that have no file here (a rollback"
-                    " deploys the previous code); the schema is left as it is",
-                    extra={"ahead": result.ahead},
-                )
-            complete = not result.pending
-            if complete and ensure_roles:
-                complete = _ensure_roles(conn, users, deadline)
+        result, complete = _run(deadline, ran.append, ensure_roles=ensure_roles, lint_first=lint_first)
     except Exception as error:
         _log_failure(error)
-        # any failure counts (migration, lock, connection, secrets): one alarm covers every failed deploy
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
         raise
     else:
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=0)
     finally:
         duration_ms = (time.perf_counter() - started) * 1000
-        metrics.add_metric(name="MigrationsApplied", unit=MetricUnit.Count, value=len(applied_now))
+        metrics.add_metric(name="MigrationsApplied", unit=MetricUnit.Count, value=len(ran))
         metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
         metrics.flush_metrics()
     logger.info(
         "migration run finished",
         extra={
-            "applied": len(result.applied),
-            "skipped": len(result.skipped),
+            "applied": len(result.ran),
+            "skipped": len(result.already_applied),
             "pending": len(result.pending),
             "ahead": len(result.ahead),
             "complete": complete,
@@ -196,46 +162,82 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
         },
     )
     return Progress(
-        applied_before=len(result.skipped),
-        applied=result.skipped + result.adopted + [outcome.name for outcome in result.applied],
+        applied_before=len(result.already_applied),
+        applied=result.already_applied + [outcome.name for outcome in result.adopted + result.ran],
         complete=complete,
     )
+
+
+def _run(
+    deadline: float, on_ran: Callable[[MigrationOutcome], None], *, ensure_roles: bool, lint_first: bool
+) -> tuple[RunResult, bool]:
+    """Secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles."""
+    settings = Settings.from_env()
+    client = credentials.secrets_client()
+    admin = credentials.read_admin_login(client, settings.admin_secret_arn, BY_NAME["admin_secret_arn"].env)
+    users = _read_app_users(client, settings)
+
+    def on_migration(outcome: MigrationOutcome) -> None:
+        on_ran(outcome)
+        logger.info(
+            "migration applied",
+            extra={"migration": outcome.name, "duration_ms": round(outcome.duration_ms, 1), "outcome": "applied"},
+        )
+
+    with closing(connect(admin, settings, deadline=deadline, application_name=RUNNER_NAME)) as conn:
+        engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
+        vet = _lint_vet(conn.server_version, settings) if lint_first and settings.lint_before_apply else None
+        result = engine.up(vet=vet)
+        if result.adopted:
+            logger.info(
+                "adopted a schema built before migration tracking: it matched what the migrations build, so"
+                " they were recorded as applied without running",
+                extra={"adopted": [outcome.name for outcome in result.adopted], "outcome": "adopted"},
+            )
+        if result.ahead:
+            logger.warning(
+                "the database is ahead of this code: migrations applied that have no file here (a rollback"
+                " deploys the previous code); the schema is left as it is",
+                extra={"ahead": result.ahead},
+            )
+        complete = not result.pending
+        if complete and ensure_roles:
+            complete = _ensure_roles(conn, users, deadline)
+    return result, complete
 
 
 def _read_app_users(client: Any, settings: Settings) -> list[roles.AppUser]:
     """Read at the start of every run: a broken app secret fails the deploy before the schema changes."""
     return [
-        roles.AppUser(credentials.read_user_login(client, arn, variable), group)
-        for arn, variable, group in (
-            (settings.app_rw_secret_arn, "APP_RW_SECRET_ARN", roles.READWRITE),
-            (settings.app_tc_secret_arn, "APP_TC_SECRET_ARN", roles.TABLECREATOR),
-        )
+        roles.AppUser(credentials.read_user_login(client, getattr(settings, name), BY_NAME[name].env), group)
+        for name, group in (("app_rw_secret_arn", roles.READWRITE), ("app_tc_secret_arn", roles.TABLECREATOR))
     ]
 
 
 def _engine_options(settings: Settings, deadline: float) -> EngineOptions:
     """Timeouts from the settings; the lock wait shortened so that a migration can still start after it."""
-    options = EngineOptions(
-        lock_timeout_ms=settings.lock_timeout_ms,
-        statement_timeout_ms=settings.statement_timeout_ms,
+    time_left = deadline - time.monotonic() - EngineOptions.start_margin_seconds
+    return EngineOptions.from_settings(
+        replace(settings, lock_wait_seconds=max(0.0, min(settings.lock_wait_seconds, time_left))),
         deadline=deadline,
         allow_ahead=True,
-        adopt_existing_schema=settings.adopt_existing_schema,
-        application_name=APPLICATION_NAME,
+        application_name=RUNNER_NAME,
     )
-    time_left = deadline - time.monotonic() - options.start_margin_seconds
-    return replace(options, lock_wait_seconds=max(0.0, min(LOCK_WAIT_SECONDS, time_left)))
 
 
-def _lint(conn: Any, settings: Settings, options: EngineOptions) -> None:
-    """Lint the pending migrations; if squawk flags any, log the whole report and refuse the run."""
-    report = lint(conn, settings.migrations_dir, options)
-    extra = {"lint_report": format_report(report)}
-    if report.ok:
-        logger.info("pending migrations pass squawk", extra=extra)
-        return
-    logger.error("squawk flags pending migrations: refused", extra=extra)
-    raise _refusal(report)
+def _lint_vet(server_version: int, settings: Settings) -> Callable[[list[MigrationOutcome]], None]:
+    """Lint the rendered pending migrations; if squawk flags any, log the whole report and refuse the run."""
+
+    def vet(rendered: list[MigrationOutcome]) -> None:
+        report = lint(rendered, server_version, settings.squawk_binary)
+        extra = {"lint_report": format_report(report)}
+        if report.ok:
+            logger.info("pending migrations pass squawk", extra=extra)
+            return
+        logger.error("squawk flags pending migrations: refused", extra=extra)
+        raise _refusal(report)
+
+    return vet
 
 
 def _refusal(report: LintReport) -> LintRefusedError:

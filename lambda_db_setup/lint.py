@@ -42,11 +42,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psycopg2.extensions import connection as Connection
-
 from .discovery import Migration
-from .engine import Engine, EngineOptions, MigrationOutcome
 from .errors import LintError
+from .results import MigrationOutcome
 from .sqltext import excerpt, split_statements
 
 # Rules about concerns the engine takes care of itself, so a migration need not (and should not) repeat them.
@@ -153,16 +151,16 @@ class _Piece:
     file_line: int | None  # 1-based line of its first line in a .sql file
 
 
-def lint(conn: Connection, migrations_dir: Path, options: EngineOptions | None = None) -> LintReport:
-    """Lint every migration pending on this database; nothing is changed (a dry run, no lock taken)."""
-    engine = Engine(conn, Path(migrations_dir), options)
-    pending = {migration.name: migration for migration in engine.plan().pending}
-    outcomes = engine.up(dry_run=True).applied
-    squawk = _squawk_binary()
+def lint(outcomes: list[MigrationOutcome], server_version: int, squawk_binary: str | None = None) -> LintReport:
+    """Lint what a dry run of ``up`` rendered (``outcomes``) for a server of ``server_version``; changes nothing.
+
+    The caller has already discovered, planned and rendered: nothing is read twice.
+    """
+    squawk = _squawk_binary(squawk_binary)
     report = LintReport(migrations=[], squawk_version=_run([squawk, "--version"]).stdout.strip())
     if not outcomes:
         return report
-    migrations = [pending[outcome.name] for outcome in outcomes]
+    migrations = [outcome.migration for outcome in outcomes]
     for migration, outcome in zip(migrations, outcomes, strict=True):
         result = MigrationLint(migration.file_name, use_transaction=outcome.use_transaction)
         result.ignores, result.problems = _declared_ignores(migration, outcome)
@@ -170,7 +168,7 @@ def lint(conn: Connection, migrations_dir: Path, options: EngineOptions | None =
     _check_rule_names(squawk, report)
 
     pieces, text = _linted_text(migrations, outcomes)
-    pg_version = f"--pg-version={conn.server_version // 10000}.{conn.server_version % 10000}"
+    pg_version = f"--pg-version={server_version // 10000}.{server_version % 10000}"
     findings = _squawk(squawk, text, [pg_version, "--assume-in-transaction"])
     for raw in findings:
         piece = _piece_at(pieces, raw["line"])
@@ -230,9 +228,8 @@ def format_report(report: LintReport) -> str:
 # -- internals ---------------------------------------------------------------------------------------
 
 
-def _squawk_binary() -> str:
-    """``SQUAWK_BINARY`` if set (the Lambda's bundled one), else the one beside this Python, else on PATH."""
-    configured = os.environ.get("SQUAWK_BINARY", "").strip()
+def _squawk_binary(configured: str | None) -> str:
+    """``configured`` (``SQUAWK_BINARY``: the Lambda's bundled one), else the one beside this Python, else on PATH."""
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
             raise LintError(f"SQUAWK_BINARY: {configured} is not an executable file")
@@ -277,7 +274,7 @@ def _linted_text(migrations: list[Migration], outcomes: list[MigrationOutcome]) 
     pieces: list[_Piece] = []
     for index, (migration, outcome) in enumerate(zip(migrations, outcomes, strict=True)):
         lines.append(f"-- migration {migration.file_name}")
-        source = migration.path.read_text(encoding="utf-8") if migration.kind == "sql" else None
+        source = migration.text if migration.kind == "sql" else None
         search_from = 0
         for statement in outcome.sql:
             for text in split_statements(statement):
@@ -323,8 +320,8 @@ def _record(result: MigrationLint, migration: Migration, piece: _Piece, raw: dic
 
 def _declared_ignores(migration: Migration, outcome: MigrationOutcome) -> tuple[dict[str, str], list[str]]:
     if migration.kind == "sql":
-        return _sql_ignores(migration.path.read_text(encoding="utf-8"))
-    ignores, problems = _python_ignores(migration.path.read_text(encoding="utf-8"))
+        return _sql_ignores(migration.text)
+    ignores, problems = _python_ignores(migration.text)
     if any("squawk-ignore" in statement for statement in outcome.sql):
         problems.append(
             "a squawk-ignore comment in its SQL is not read in a .py migration;"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 from psycopg2.extensions import cursor as Cursor
 
-from .errors import LockError, LockHolder
+from .errors import LockError
+from .settings import APPLICATION_NAME
 
 LOCK_ID = 7241865325823964  # node-pg-migrate's PG_MIGRATE_LOCK_ID, shared by every instance
 LOCK_CLASSID, LOCK_OBJID = divmod(LOCK_ID, 2**32)  # how pg_locks shows a bigint advisory key
@@ -37,6 +39,22 @@ ASSERT_HELD = f"""DO $lock$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE {
 USING HINT = 'a transaction-mode pooler or the migration itself (pg_advisory_unlock_all, DISCARD ALL) lost it';
 END IF; END $lock$"""
 _PARAMS = {"lock_id": LOCK_ID, "classid": LOCK_CLASSID, "objid": LOCK_OBJID}
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the migration lock, as ``pg_stat_activity`` describes them."""
+
+    pid: int
+    application_name: str
+    backend_start: str
+    state: str
+    client_addr: str | None
+
+    def describe(self) -> str:
+        client = f", client {self.client_addr}" if self.client_addr else ""
+        application = self.application_name or "(no application_name)"
+        return f"pid {self.pid} ({application}{client}, connected since {self.backend_start}, {self.state})"
 
 
 def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -> None:
@@ -72,7 +90,7 @@ def find_holder(cursor: Cursor) -> LockHolder | None:
 
 
 def terminate(
-    cursor: Cursor, holder: LockHolder, *, runner_prefix: str = "lambda_db_setup", even_if_active: bool = False
+    cursor: Cursor, holder: LockHolder, *, runner_prefix: str = APPLICATION_NAME, even_if_active: bool = False
 ) -> None:
     """End a stale runner's session so its lock is released; refuse to end anything else.
 

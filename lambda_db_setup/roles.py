@@ -22,6 +22,7 @@ from psycopg2.extensions import encrypt_password
 
 from . import passwords, tracking
 from .credentials import UserLogin
+from .errors import RolesError, pg_message
 from .lock import LOCK_ID
 
 READWRITE = "readwrite"
@@ -31,10 +32,6 @@ TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
 SEQUENCE_PRIVILEGES = sql.SQL("USAGE, SELECT")
 # Serialises concurrent runs: two GRANTs on one catalog row at once fail with "tuple concurrently updated".
 ROLES_LOCK_ID = LOCK_ID + 1
-
-
-class RolesError(Exception):
-    """A role, grant or password could not be applied; the transaction was rolled back."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +82,7 @@ def ensure_roles(
             cursor.execute("COMMIT")
         except psycopg2.Error as error:
             cursor.execute("ROLLBACK")
-            message = (error.diag.message_primary or str(error)).strip()
-            raise RolesError(f"application roles not applied: {message} (SQLSTATE {error.pgcode})") from None
+            raise RolesError(f"application roles not applied: {pg_message(error)} (SQLSTATE {error.pgcode})") from None
         except BaseException:
             cursor.execute("ROLLBACK")
             raise

@@ -15,9 +15,10 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
+from . import tracking
 from .builder import MigrationBuilder
 from .discovery import Migration
-from .errors import MigrationError, MigrationFailedError
+from .errors import MigrationError, MigrationFailedError, SchemaMismatchError, pg_message
 
 SCRATCH_SCHEMA = "pgm_baseline_check"
 
@@ -39,14 +40,6 @@ SNAPSHOT = """
            indexname || ' ' || replace(indexdef, ' ON ' || quote_ident(%(schema)s) || '.', ' ON ')
     FROM pg_indexes WHERE schemaname = %(schema)s AND tablename = ANY(%(tables)s)
 """
-
-
-class SchemaMismatchError(MigrationError):
-    """The live schema is not what the migrations being baselined would have built."""
-
-    def __init__(self, message: str, *, differences: list[str]) -> None:
-        super().__init__(message)
-        self.differences = differences
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[
                 try:
                     cursor.execute(statement)
                 except psycopg2.Error as error:
-                    message = (error.diag.message_primary or str(error)).strip()
+                    message = pg_message(error)
                     raise MigrationFailedError(
                         f"{migration.file_name}: fails when rehearsed for the schema check: {message}"
                         f" (SQLSTATE {error.pgcode})",
@@ -102,6 +95,39 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[
     differences += [f"expected {item}" for item in sorted(expected - actual) if item.split(" ", 1)[0] in present]
     differences += [f"found {item}" for item in sorted(actual - expected)]
     return Comparison(tables=tables, absent=absent, differences=differences)
+
+
+def adoptable(cursor: Cursor, targets: Sequence[Migration], builders: Sequence[MigrationBuilder]) -> list[Migration]:
+    """What the original Lambda did for a schema built before tracking: the migrations to record, if it matches.
+
+    An empty ``public`` is a new database: nothing to rehearse. Otherwise it rehearses the leading
+    migrations that run in a transaction; when none of their tables exist this is a new database too.
+    When all exist exactly as they would build them, those are returned, to be recorded without running.
+    Anything in between is refused: applying over an unknown schema is a guess.
+    """
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename <> %s)", (tracking.TABLE,)
+    )
+    (has_tables,) = cursor.fetchone()
+    leading = next((i for i, builder in enumerate(builders) if not builder.use_transaction), len(targets))
+    comparison = compare(cursor, targets[:leading], builders[:leading]) if leading and has_tables else None
+    if comparison is None or all(table in comparison.absent for table in comparison.tables):
+        return []
+    if comparison.differences:
+        raise mismatch(
+            "the database has no migration history but already has tables the migrations create, and its"
+            f" schema does not match what {leading} migration(s)",
+            comparison,
+            " (record what it has with `baseline --to NAME`)",
+        )
+    return list(targets[:leading])
+
+
+def mismatch(what: str, comparison: Comparison, advice: str = "") -> SchemaMismatchError:
+    """The error for a schema that differs from the migrations' rehearsal, with the first differences."""
+    shown = "; ".join(comparison.differences[:5])
+    more = f" (and {len(comparison.differences) - 5} more)" if len(comparison.differences) > 5 else ""
+    return SchemaMismatchError(f"{what} would build: {shown}{more}{advice}", differences=comparison.differences)
 
 
 def _snapshot(cursor: Cursor, schema: str, tables: list[str]) -> set[str]:

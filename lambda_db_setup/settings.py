@@ -1,129 +1,250 @@
-"""The Lambda handler's configuration, read from environment variables and validated in one place.
+"""Every setting in one table: its type, default, environment variable, CLI flag and CDK context key.
 
-Every error names the variable at fault, so a misconfigured stack fails its deploy with a reason that
-says what to fix instead of a stack trace from deep inside a connection attempt.
+The CLI's flags, the Lambda's environment (``infra/``), ``cdk.json``'s defaults and the README's settings
+table are derived from `SETTINGS` or checked against it by the tests. The CLI and the Lambda read the same
+environment variables; a flag wins over its variable. Every error names the variable or flag at fault, so
+a misconfigured stack fails its deploy with a reason that says what to fix.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"  # /var/task/migrations in the asset
+from .errors import ConfigurationError
+
+APPLICATION_NAME = "lambda_db_setup"  # how pg_stat_activity shows a runner, and how `unlock` recognises one
 PROXY_PORT = 5432  # RDS Proxy for PostgreSQL always listens here, whatever port the cluster uses
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 VERIFYING_SSL_MODES = ("verify-ca", "verify-full")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class ConfigurationError(ValueError):
-    """An environment variable is missing or has a value the handler cannot use."""
+@dataclass(frozen=True)
+class Setting:
+    """One setting. ``kind`` is int, float, bool, str or Path; None as default means unset."""
+
+    name: str
+    kind: type
+    default: Any
+    meaning: str
+    env: str | None = None
+    flag: str | None = None
+    context: str | None = None
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, text: str, source: str) -> Any:
+        """``text`` as this setting's type; ``source`` (the variable or flag) is named in the error."""
+        if self.kind is bool:
+            return _choice(text.lower(), ("true", "false"), source) == "true"
+        if self.choices:
+            return _choice(text, self.choices, source)
+        if self.kind in (int, float):
+            return _number(text, self.kind, self.minimum, source)
+        return Path(text) if self.kind is Path else text
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database_url", str, None, "PostgreSQL URL; unset: the embedded PostgreSQL 16",
+        env="DATABASE_URL", flag="--database-url",
+    ),
+    Setting(
+        "migrations_dir", Path, Path("migrations"),
+        "the migrations directory, relative to the working directory (the Lambda's is the asset root)",
+        env="MIGRATIONS_DIR", flag="--migrations-dir",
+    ),
+    Setting(
+        "lock_wait_seconds", float, 30.0,
+        "seconds to wait for the migration lock (the Lambda waits less when its time is short)",
+        env="LOCK_WAIT_SECONDS", flag="--lock-wait", minimum=0,
+    ),
+    Setting(
+        "lock_timeout_ms", int, 5000, "PostgreSQL `lock_timeout` for each migration statement",
+        env="LOCK_TIMEOUT_MS", flag="--lock-timeout-ms", context="lockTimeoutMs", minimum=0,
+    ),
+    Setting(
+        "statement_timeout_ms", int, 0,
+        "PostgreSQL `statement_timeout`; 0 means none (the Lambda never lets one run past its own time)",
+        env="STATEMENT_TIMEOUT_MS", flag="--statement-timeout-ms", context="statementTimeoutMs", minimum=0,
+    ),
+    Setting(
+        "adopt_existing_schema", bool, True,
+        "a database with no history whose tables the migrations create is recorded as migrated when a"
+        " rolled-back rehearsal matches it exactly, and refused with the differences when it does not",
+        env="ADOPT_EXISTING_SCHEMA", flag="--adopt-existing", context="adoptExistingSchema",
+    ),
+    Setting(
+        "lint_before_apply", bool, False,
+        "lint the pending migrations with squawk and refuse flagged ones before applying any",
+        env="LINT_BEFORE_APPLY", context="lintBeforeApply",
+    ),
+    Setting(
+        "squawk_binary", str, None, "the squawk executable; unset: the one beside Python, else on PATH",
+        env="SQUAWK_BINARY",
+    ),
+    Setting(
+        "admin_secret_arn", str, None,
+        "the admin secret (RDS JSON: username, password, host, port, dbname); the Lambda requires it",
+        env="DB_SECRET_ARN",
+    ),
+    Setting(
+        "app_rw_secret_arn", str, None, "the `app_rw` user's secret; the Lambda requires it",
+        env="APP_RW_SECRET_ARN",
+    ),
+    Setting(
+        "app_tc_secret_arn", str, None, "the `app_tc` user's secret; the Lambda requires it",
+        env="APP_TC_SECRET_ARN",
+    ),
+    Setting(
+        "proxy_endpoint", str, None, "where the Lambda connects (`host` or `host:port`); unset: the secret's host",
+        env="DB_PROXY_ENDPOINT",
+    ),
+    Setting(
+        "sslmode", str, "verify-full", "libpq `sslmode` of the Lambda's connection",
+        env="DB_SSLMODE", choices=SSL_MODES,
+    ),
+    Setting(
+        "ca_bundle", str, None,
+        "CA bundle for verify-ca / verify-full; unset: certifi's (Amazon Root CA 1-4 included)",
+        env="DB_CA_BUNDLE",
+    ),
+    Setting(
+        "connect_timeout_seconds", int, 10, "seconds per connection attempt (retried until the deadline)",
+        env="DB_CONNECT_TIMEOUT_SECONDS", minimum=2,
+    ),
+    Setting(
+        "service_name", str, "db-migrations", "the `service` of every log line and metric",
+        env="POWERTOOLS_SERVICE_NAME",
+    ),
+    Setting(
+        "metrics_namespace", str, "DbMigrations", "CloudWatch namespace of the run's metrics",
+        env="POWERTOOLS_METRICS_NAMESPACE", context="metricsNamespace",
+    ),
+    Setting(
+        "log_level", str, "INFO", "the handler's log level",
+        env="POWERTOOLS_LOG_LEVEL", context="logLevel", choices=LOG_LEVELS,
+    ),
+)  # fmt: skip
+BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a Create/Update run needs to know besides the event and the secrets' contents."""
+    """The value of every setting in `SETTINGS`, typed; build it with `load` (CLI) or `from_env` (Lambda)."""
 
-    admin_secret_arn: str
-    app_rw_secret_arn: str
-    app_tc_secret_arn: str
-    proxy_host: str | None
-    proxy_port: int
+    database_url: str | None
+    migrations_dir: Path
+    lock_wait_seconds: float
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+    adopt_existing_schema: bool
+    lint_before_apply: bool
+    squawk_binary: str | None
+    admin_secret_arn: str | None
+    app_rw_secret_arn: str | None
+    app_tc_secret_arn: str | None
+    proxy_endpoint: str | None
     sslmode: str
     ca_bundle: str | None
     connect_timeout_seconds: int
-    lock_timeout_ms: int
-    statement_timeout_ms: int
-    migrations_dir: Path
-    lint_before_apply: bool
-    adopt_existing_schema: bool
+    service_name: str
+    metrics_namespace: str
+    log_level: str
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Settings:
+        """Each setting from its flag (already typed), else its environment variable, else its default."""
+        env = os.environ if environ is None else environ
+        given = flags or {}
+        values = {}
+        for setting in SETTINGS:
+            text = env.get(setting.env, "").strip() if setting.env else ""
+            if setting.name in given:
+                values[setting.name] = given[setting.name]
+            elif text:
+                values[setting.name] = setting.parse(text, setting.env)
+            else:
+                values[setting.name] = setting.default
+        return cls(**values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every variable once, so a bad one fails the run before anything is touched."""
-        env = _Environment(os.environ if environ is None else environ)
-        proxy_host, proxy_port = env.endpoint("DB_PROXY_ENDPOINT")
-        sslmode = env.choice("DB_SSLMODE", SSL_MODES, default="verify-full")
-        return cls(
-            admin_secret_arn=env.required("DB_SECRET_ARN"),
-            app_rw_secret_arn=env.required("APP_RW_SECRET_ARN"),
-            app_tc_secret_arn=env.required("APP_TC_SECRET_ARN"),
-            proxy_host=proxy_host,
-            proxy_port=proxy_port,
-            sslmode=sslmode,
-            ca_bundle=env.ca_bundle("DB_CA_BUNDLE") if sslmode in VERIFYING_SSL_MODES else None,
-            connect_timeout_seconds=env.integer("DB_CONNECT_TIMEOUT_SECONDS", default=10, minimum=2),
-            lock_timeout_ms=env.integer("LOCK_TIMEOUT_MS", default=5000, minimum=0),
-            statement_timeout_ms=env.integer("STATEMENT_TIMEOUT_MS", default=0, minimum=0),
-            migrations_dir=env.directory("MIGRATIONS_DIR", default=DEFAULT_MIGRATIONS_DIR),
-            lint_before_apply=env.boolean("LINT_BEFORE_APPLY", default=False),
-            adopt_existing_schema=env.boolean("ADOPT_EXISTING_SCHEMA", default=True),
-        )
+        """The Lambda's settings: the secrets required, the directory and CA bundle checked, before anything runs."""
+        settings = cls.load(environ)
+        for name in ("admin_secret_arn", "app_rw_secret_arn", "app_tc_secret_arn"):
+            if getattr(settings, name) is None:
+                raise ConfigurationError(f"{BY_NAME[name].env} is not set")
+        _endpoint(settings.proxy_endpoint)  # a bad endpoint fails now, before any secret is read
+        if not settings.migrations_dir.is_dir():
+            raise ConfigurationError(f"MIGRATIONS_DIR: migrations directory {settings.migrations_dir} does not exist")
+        return cls(**{**settings.as_dict(), "ca_bundle": _ca_bundle(settings)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @property
+    def proxy_host(self) -> str | None:
+        return _endpoint(self.proxy_endpoint)[0]
+
+    @property
+    def proxy_port(self) -> int:
+        return _endpoint(self.proxy_endpoint)[1]
 
 
-@dataclass(frozen=True)
-class _Environment:
-    """Typed reads of environment variables; each failure names its variable."""
+def environment_variable(name: str) -> str:
+    """The environment variable of setting ``name`` (what ``infra/`` puts into the Lambda's environment)."""
+    env = BY_NAME[name].env
+    if env is None:
+        raise KeyError(f"setting {name} has no environment variable")
+    return env
 
-    values: Mapping[str, str]
 
-    def _get(self, name: str) -> str | None:
-        value = self.values.get(name, "").strip()
-        return value or None
+def _choice(value: str, choices: tuple[str, ...], source: str) -> str:
+    if value not in choices:
+        raise ConfigurationError(f"{source} must be one of {', '.join(choices)}; got {value!r}")
+    return value
 
-    def required(self, name: str) -> str:
-        value = self._get(name)
-        if value is None:
-            raise ConfigurationError(f"{name} is not set")
-        return value
 
-    def choice(self, name: str, choices: tuple[str, ...], *, default: str) -> str:
-        value = self._get(name) or default
-        if value not in choices:
-            raise ConfigurationError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        return value
+def _number(text: str, kind: type, minimum: float | None, source: str) -> int | float:
+    try:
+        number = kind(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(f"{source} must be {expected}; got {text!r}") from None
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{source} must be a finite number; got {text!r}")
+    if minimum is not None and number < minimum:
+        raise ConfigurationError(f"{source} must be at least {minimum:g}; got {number:g}")
+    return number
 
-    def boolean(self, name: str, *, default: bool) -> bool:
-        return self.choice(name, ("true", "false"), default=str(default).lower()) == "true"
 
-    def integer(self, name: str, *, default: int, minimum: int) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigurationError(f"{name} must be a whole number; got {value!r}") from None
-        if number < minimum:
-            raise ConfigurationError(f"{name} must be at least {minimum}; got {number}")
-        return number
+def _endpoint(value: str | None) -> tuple[str | None, int]:
+    """``host`` or ``host:port``; unset means: use the host and port of the admin secret."""
+    if value is None:
+        return None, PROXY_PORT
+    host, colon, port = value.rpartition(":")
+    if not colon:
+        return value, PROXY_PORT
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"DB_PROXY_ENDPOINT must be a host name or host:port; got {value!r}")
+    return host, int(port)
 
-    def endpoint(self, name: str) -> tuple[str | None, int]:
-        """``host`` or ``host:port``; unset means: use the host and port of the admin secret."""
-        value = self._get(name)
-        if value is None:
-            return None, PROXY_PORT
-        host, colon, port = value.rpartition(":")
-        if not colon:
-            return value, PROXY_PORT
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(f"{name} must be a host name or host:port; got {value!r}")
-        return host, int(port)
 
-    def ca_bundle(self, name: str) -> str:
-        value = self._get(name)
-        if value is None:
-            import certifi  # only verifying TLS modes need it
+def _ca_bundle(settings: Settings) -> str | None:
+    """The CA bundle for a verifying TLS mode (certifi's when unset); None when TLS is not verified."""
+    if settings.sslmode not in VERIFYING_SSL_MODES:
+        return None
+    value = settings.ca_bundle
+    if value is None:
+        import certifi  # only verifying TLS modes need it
 
-            value = certifi.where()
-        if not Path(value).is_file():
-            raise ConfigurationError(f"{name}: CA bundle {value} is not a file")
-        return value
-
-    def directory(self, name: str, *, default: Path) -> Path:
-        value = self._get(name)
-        path = Path(value) if value else default
-        if not path.is_dir():
-            raise ConfigurationError(f"{name}: migrations directory {path} does not exist")
-        return path
+        value = certifi.where()
+    if not Path(value).is_file():
+        raise ConfigurationError(f"DB_CA_BUNDLE: CA bundle {value} is not a file")
+    return value

@@ -88,6 +88,19 @@ def remove(cursor: Cursor, name: str, *, commit: bool = False) -> None:
     cursor.execute(DELETE_AND_COMMIT if commit else DELETE, (name,))
 
 
+def record_all(cursor: Cursor, migrations: list[tuple[str, str | None]]) -> None:
+    """Record ``(name, checksum)`` pairs as applied without running them, all in one transaction."""
+    cursor.execute("BEGIN")
+    try:
+        for name, checksum in migrations:
+            record(cursor, name, checksum)
+        cursor.execute("COMMIT")
+    except BaseException:
+        if not cursor.connection.closed:
+            cursor.execute("ROLLBACK")
+        raise
+
+
 def set_checksum(cursor: Cursor, name: str, checksum: str) -> None:
     """Accept the file's current content as reviewed (``repair``)."""
     cursor.execute(SET_CHECKSUM, (checksum, name))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -44,3 +46,37 @@ def table_exists(conn, table: str) -> bool:
     with conn.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
         return cursor.fetchone()[0]
+
+
+@dataclass
+class ReadCounts:
+    """How often one invocation discovered the files, read ``pgmigrations`` and read each file."""
+
+    discoveries: int = 0
+    history_reads: int = 0
+    file_reads: Counter = field(default_factory=Counter)
+
+
+def count_reads(monkeypatch) -> ReadCounts:
+    """Count, from now on, every discovery, read of ``pgmigrations`` and read of a migration file."""
+    from lambda_db_setup import engine, tracking
+
+    counts = ReadCounts()
+    discover, read_applied, read_bytes = engine.discover, tracking.read_applied, Path.read_bytes
+
+    def counting_discover(*args, **kwargs):
+        counts.discoveries += 1
+        return discover(*args, **kwargs)
+
+    def counting_read_applied(*args, **kwargs):
+        counts.history_reads += 1
+        return read_applied(*args, **kwargs)
+
+    def counting_read_bytes(path: Path) -> bytes:
+        counts.file_reads[path.name] += 1
+        return read_bytes(path)
+
+    monkeypatch.setattr(engine, "discover", counting_discover)
+    monkeypatch.setattr(tracking, "read_applied", counting_read_applied)
+    monkeypatch.setattr(Path, "read_bytes", counting_read_bytes)
+    return counts

@@ -286,7 +286,7 @@ def run_up_directly(conn: Connection, name: str) -> None:
 def migrated(conn: Connection) -> Connection:
     """The test database with every application migration applied by the engine."""
     result = Engine(conn, MIGRATIONS_DIR).up()
-    assert [migration.name for migration in result.applied] == MIGRATION_NAMES
+    assert [migration.name for migration in result.ran] == MIGRATION_NAMES
     return conn
 
 
@@ -307,10 +307,10 @@ def test_running_each_up_again_changes_nothing(migrated) -> None:
 
 def test_down_to_zero_removes_everything_and_up_rebuilds_it(migrated) -> None:
     reverted = Engine(migrated, MIGRATIONS_DIR).down(len(MIGRATION_NAMES), force=True)
-    assert [migration.name for migration in reverted.applied] == MIGRATION_NAMES[::-1]
+    assert [migration.name for migration in reverted.reverted] == MIGRATION_NAMES[::-1]
     assert application_tables(migrated) == set()
     assert not extensions(migrated) & {"vector", "uuid-ossp"}
 
     reapplied = Engine(migrated, MIGRATIONS_DIR).up()
-    assert [migration.name for migration in reapplied.applied] == MIGRATION_NAMES
+    assert [migration.name for migration in reapplied.ran] == MIGRATION_NAMES
     assert_schema_matches_schema_md(migrated)

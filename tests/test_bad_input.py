@@ -58,7 +58,7 @@ def test_syntax_error_in_a_later_file_fails_the_run_before_anything_is_applied(c
 def test_up_with_a_count_only_loads_the_migrations_it_will_run(conn, migrations_dir) -> None:
     two_good_migrations(migrations_dir)
     (migrations_dir / "3000_work_in_progress.py").write_text("def up(pgm):\n    pgm.sql(\n")
-    assert [o.name for o in Engine(conn, migrations_dir).up(2).applied] == ["1000_first", "2000_second"]
+    assert [o.name for o in Engine(conn, migrations_dir).up(2).ran] == ["1000_first", "2000_second"]
     with pytest.raises(MigrationFileError, match=r"^3000_work_in_progress\.py: line 2"):
         Engine(conn, migrations_dir).up()
     assert applied_names(conn) == ["1000_first", "2000_second"]
@@ -163,7 +163,7 @@ def test_file_name_that_does_not_match_the_pattern(conn, migrations_dir, file_na
 
 def test_empty_directory_is_nothing_to_do(conn, migrations_dir) -> None:
     result = Engine(conn, migrations_dir).up()
-    assert result.applied == [] and result.pending == [] and result.skipped == []
+    assert result.ran == [] and result.pending == [] and result.already_applied == []
     assert catalog(conn) == {"relations": [], "functions": [], "pgmigrations": []}
 
 
@@ -360,7 +360,7 @@ def test_down_of_several_checks_them_all_before_reverting_any(conn, migrations_d
 
 def test_down_dropping_empty_tables_just_runs(conn, migrations_dir) -> None:
     tables_with_rows(conn, migrations_dir)
-    assert [o.name for o in Engine(conn, migrations_dir).down(2).applied] == ["2000_notes", "1000_people"]
+    assert [o.name for o in Engine(conn, migrations_dir).down(2).reverted] == ["2000_notes", "1000_people"]
     assert catalog(conn)["relations"] == []
 
 

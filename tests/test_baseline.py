@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lambda_db_setup.engine import Engine, EngineOptions
-from lambda_db_setup.schema_check import SchemaMismatchError
+from lambda_db_setup.engine import Engine
+from lambda_db_setup.errors import SchemaMismatchError
+from lambda_db_setup.options import EngineOptions
 from tests.helpers import applied_names, write_py
 
 APP_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
@@ -33,9 +34,9 @@ def test_baseline_verifies_then_records_without_running(conn, migrations_dir) ->
         cursor.execute("CREATE TABLE children (id int, parent_id int REFERENCES parents)")
         cursor.execute("INSERT INTO parents VALUES (1, 'kept')")
     result = Engine(conn, migrations_dir).baseline()
-    assert result.recorded == ["1000_parents", "2000_children"]
+    assert [migration.name for migration in result.recorded] == ["1000_parents", "2000_children"]
     assert result.verified_tables == ["children", "parents"]
-    assert Engine(conn, migrations_dir).up().applied == []
+    assert Engine(conn, migrations_dir).up().ran == []
     with conn.cursor() as cursor:
         cursor.execute("SELECT label FROM parents")
         assert cursor.fetchall() == [("kept",)]
@@ -63,9 +64,9 @@ def test_baseline_to_and_without_verification(conn, migrations_dir) -> None:
     with conn.cursor() as cursor:
         cursor.execute("CREATE TABLE parents (id int PRIMARY KEY, label varchar(10))")
     result = Engine(conn, migrations_dir).baseline("1000_parents", verify=False)
-    assert result.recorded == ["1000_parents"] and result.verified_tables is None
+    assert [migration.name for migration in result.recorded] == ["1000_parents"] and result.verified_tables is None
     assert applied_names(conn) == ["1000_parents"]
-    assert [o.name for o in Engine(conn, migrations_dir).up().applied] == ["2000_children"]
+    assert [o.name for o in Engine(conn, migrations_dir).up().ran] == ["2000_children"]
 
 
 def test_database_migrated_by_node_pg_migrate_is_taken_over_as_is(conn) -> None:
@@ -87,7 +88,7 @@ def test_database_migrated_by_node_pg_migrate_is_taken_over_as_is(conn) -> None:
     plan = Engine(conn, APP_MIGRATIONS).plan()
     assert plan.pending == [] and plan.drifted == [] and plan.missing == []
     result = Engine(conn, APP_MIGRATIONS).up()
-    assert result.applied == [] and result.skipped == names
+    assert result.ran == [] and result.already_applied == names
     with conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM empathy_prompt_history")
         assert cursor.fetchone()[0] == prompts_before == 1
@@ -100,7 +101,7 @@ def test_app_schema_built_before_tracking_is_baselined(conn) -> None:
         cursor.execute("DROP TABLE pgmigrations")
     result = Engine(conn, APP_MIGRATIONS).baseline()
     assert len(result.recorded) == 14 and len(result.verified_tables) == 12
-    assert Engine(conn, APP_MIGRATIONS).up().applied == []
+    assert Engine(conn, APP_MIGRATIONS).up().ran == []
 
 
 def test_up_adopts_a_matching_schema_built_before_tracking(conn) -> None:
@@ -110,7 +111,7 @@ def test_up_adopts_a_matching_schema_built_before_tracking(conn) -> None:
         cursor.execute("DROP TABLE pgmigrations")
         cursor.execute("INSERT INTO users (user_email) VALUES ('kept@example.com')")
     result = Engine(conn, APP_MIGRATIONS, EngineOptions(adopt_existing_schema=True)).up()
-    assert len(result.adopted) == 14 and result.applied == []
+    assert len(result.adopted) == 14 and result.ran == []
     assert len(applied_names(conn)) == 14
     with conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM users")
@@ -119,7 +120,7 @@ def test_up_adopts_a_matching_schema_built_before_tracking(conn) -> None:
 
 def test_up_with_adoption_migrates_a_new_database_as_usual(conn) -> None:
     result = Engine(conn, APP_MIGRATIONS, EngineOptions(adopt_existing_schema=True)).up()
-    assert result.adopted == [] and len(result.applied) == 14
+    assert result.adopted == [] and len(result.ran) == 14
 
 
 def test_up_refuses_to_adopt_a_schema_that_differs(conn, migrations_dir) -> None:

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from lambda_db_setup import embedded, lock
-from lambda_db_setup.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_OK, describe_target, main
+from lambda_db_setup.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_target, main
 from tests.helpers import applied_names, create_table_migration, table_exists, write_py
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -244,3 +244,40 @@ def test_unlock_refuses_to_terminate_a_runner_that_is_running_a_statement(databa
         worker.join(timeout=35)
         busy.close()
     assert outcome and isinstance(outcome[0], psycopg2.OperationalError)
+
+
+def test_the_cli_honours_the_lambdas_environment_variables_and_flags_win(
+    conn, database_url, migrations_dir, capsys, monkeypatch
+) -> None:
+    write_py(migrations_dir, "1000_slow", 'pgm.sql("SELECT pg_sleep(1)")')
+    monkeypatch.setenv("STATEMENT_TIMEOUT_MS", "300")
+    code, _, err = run(capsys, database_url, migrations_dir, "up")
+    assert code == EXIT_FAILED
+    assert "1000_slow.py: canceling statement due to statement timeout (SQLSTATE 57014)" in err
+    assert applied_names(conn) == []
+    code, out, _ = run(capsys, database_url, migrations_dir, "up", "--statement-timeout-ms", "0")
+    assert code == EXIT_OK and "applied 1000_slow" in out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOCK_TIMEOUT_MS", "5s", "error: LOCK_TIMEOUT_MS must be a whole number; got '5s'"),
+        ("ADOPT_EXISTING_SCHEMA", "yes", "error: ADOPT_EXISTING_SCHEMA must be one of true, false; got 'yes'"),
+        ("LOCK_WAIT_SECONDS", "nan", "error: LOCK_WAIT_SECONDS must be a finite number; got 'nan'"),
+    ],
+)
+def test_a_bad_environment_variable_is_a_usage_error_naming_it(
+    database_url, migrations_dir, capsys, monkeypatch, variable, value, message
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, _, err = run(capsys, database_url, migrations_dir, "status")
+    assert (code, err.strip()) == (EXIT_USAGE, message)
+
+
+@pytest.mark.parametrize("flag", [["--lock-wait", "nan"], ["--lock-timeout-ms", "-5"], ["--lock-wait", "soon"]])
+def test_a_bad_flag_value_is_a_usage_error_naming_the_flag(migrations_dir, capsys, flag) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["status", *flag])
+    assert exited.value.code == EXIT_USAGE
+    assert f"{flag[0]} must be" in capsys.readouterr().err

@@ -11,8 +11,9 @@ import psycopg2
 import pytest
 from psycopg2.extensions import parse_dsn
 
-from lambda_db_setup.connect import ConnectError, connect
+from lambda_db_setup.connect import connect
 from lambda_db_setup.credentials import AdminLogin
+from lambda_db_setup.errors import ConnectError
 from lambda_db_setup.settings import Settings
 from tests.password_server import password_server_url
 
@@ -29,20 +30,9 @@ def scram_url(request: pytest.FixtureRequest) -> str:
 
 
 def settings(**changes: object) -> Settings:
-    base = Settings(
-        admin_secret_arn="arn:admin",
-        app_rw_secret_arn="arn:rw",
-        app_tc_secret_arn="arn:tc",
-        proxy_host=None,
-        proxy_port=5432,
-        sslmode="disable",
-        ca_bundle=None,
-        connect_timeout_seconds=2,
-        lock_timeout_ms=5000,
-        statement_timeout_ms=0,
-        migrations_dir=None,  # type: ignore[arg-type]  # not used by connect
-        lint_before_apply=False,
-        adopt_existing_schema=True,
+    base = Settings.load(
+        {"DB_SSLMODE": "disable", "DB_CONNECT_TIMEOUT_SECONDS": "2"},
+        flags={"admin_secret_arn": "arn:admin", "app_rw_secret_arn": "arn:rw", "app_tc_secret_arn": "arn:tc"},
     )
     return replace(base, **changes)
 
@@ -86,7 +76,7 @@ def test_unreachable_endpoint_is_retried_with_backoff_until_the_deadline(monkeyp
     with pytest.raises(ConnectError, match=rf"^cannot reach 127\.0\.0\.1:{port} \(database postgres, user u\) after"):
         connect(
             AdminLogin("u", PASSWORD, "secret-host-not-used", 5432, "postgres"),
-            settings(proxy_host="127.0.0.1", proxy_port=port),
+            settings(proxy_endpoint=f"127.0.0.1:{port}"),
             deadline=soon(5),
             application_name="t",
         )
@@ -110,7 +100,7 @@ def test_verify_full_passes_the_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(psycopg2, "connect", fake_connect)
     login = AdminLogin("admin", PASSWORD, "cluster.example", 5432, "app")
-    proxy = settings(sslmode="verify-full", ca_bundle="/var/task/certifi/cacert.pem", proxy_host="proxy.example")
+    proxy = settings(sslmode="verify-full", ca_bundle="/var/task/certifi/cacert.pem", proxy_endpoint="proxy.example")
     assert connect(login, proxy, deadline=soon(), application_name="t") == "connection"
     assert {key: seen[key] for key in ("host", "port", "sslmode", "sslrootcert", "connect_timeout")} == {
         "host": "proxy.example",

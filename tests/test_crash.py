@@ -38,7 +38,8 @@ SLOW_SQL = (
 PAUSING_RUNNER = """
 import pathlib, sys, time
 import psycopg2
-from lambda_db_setup.engine import Engine, EngineOptions
+from lambda_db_setup.engine import Engine
+from lambda_db_setup.options import EngineOptions
 url, directory, marker = sys.argv[1:4]
 
 def pause(outcome):

@@ -13,12 +13,12 @@ from moto import mock_aws
 
 from lambda_db_setup.credentials import (
     AdminLogin,
-    SecretError,
     UserLogin,
     read_admin_login,
     read_user_login,
     secrets_client,
 )
+from lambda_db_setup.errors import SecretError
 
 PASSWORD = "s3cr3t-SENTINEL-value"
 RDS_SECRET = {

@@ -10,7 +10,7 @@ import pytest
 
 from lambda_db_setup import lock
 from lambda_db_setup.discovery import discover, parse_timestamp
-from lambda_db_setup.engine import Engine, EngineOptions
+from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     DriftError,
     LockError,
@@ -19,6 +19,7 @@ from lambda_db_setup.errors import (
     OrderError,
     TrackingTableError,
 )
+from lambda_db_setup.options import EngineOptions
 from tests.helpers import applied_names, create_table_migration, table_exists, write_py, write_sql
 
 
@@ -60,20 +61,20 @@ def test_up_applies_pending_in_order_and_records_each(conn, migrations_dir) -> N
     create_table_migration(migrations_dir, "1000_first", "first")
     write_sql(migrations_dir, "3000_third", "CREATE TABLE third (id int);\nINSERT INTO third VALUES (1);")
     result = Engine(conn, migrations_dir).up()
-    assert [outcome.name for outcome in result.applied] == ["1000_first", "2000_second", "3000_third"]
-    assert all(outcome.duration_ms >= 0 for outcome in result.applied)
+    assert [outcome.name for outcome in result.ran] == ["1000_first", "2000_second", "3000_third"]
+    assert all(outcome.duration_ms >= 0 for outcome in result.ran)
     assert applied_names(conn) == ["1000_first", "2000_second", "3000_third"]
     again = Engine(conn, migrations_dir).up()
-    assert again.applied == []
-    assert again.skipped == ["1000_first", "2000_second", "3000_third"]
+    assert again.ran == []
+    assert again.already_applied == ["1000_first", "2000_second", "3000_third"]
 
 
 def test_up_count_and_to(conn, migrations_dir) -> None:
     for index, table in enumerate(["a", "b", "c", "d"], start=1):
         create_table_migration(migrations_dir, f"{index}000_{table}", table)
     engine = Engine(conn, migrations_dir)
-    assert [o.name for o in engine.up(1).applied] == ["1000_a"]
-    assert [o.name for o in engine.up(to="3000_c").applied] == ["2000_b", "3000_c"]
+    assert [o.name for o in engine.up(1).ran] == ["1000_a"]
+    assert [o.name for o in engine.up(to="3000_c").ran] == ["2000_b", "3000_c"]
     assert engine.up().pending == []
     assert applied_names(conn) == ["1000_a", "2000_b", "3000_c", "4000_d"]
 
@@ -182,7 +183,7 @@ def test_database_ahead_of_files_is_an_error_unless_allowed(conn, migrations_dir
         Engine(conn, migrations_dir).up()
     result = Engine(conn, migrations_dir, EngineOptions(allow_ahead=True)).up()
     assert result.ahead == ["2000_b"]
-    assert result.applied == []
+    assert result.ran == []
 
 
 def test_drift_is_detected_and_repair_accepts_it(conn, migrations_dir) -> None:
@@ -195,7 +196,7 @@ def test_drift_is_detected_and_repair_accepts_it(conn, migrations_dir) -> None:
     assert caught.value.drifted == ["1000_a"]
     assert Engine(conn, migrations_dir).plan().drifted == ["1000_a"]
     assert Engine(conn, migrations_dir).repair() == ["1000_a"]
-    assert [o.name for o in Engine(conn, migrations_dir).up().applied] == ["2000_b"]
+    assert [o.name for o in Engine(conn, migrations_dir).up().ran] == ["2000_b"]
 
 
 def test_rows_written_by_node_pg_migrate_are_adopted(conn, migrations_dir) -> None:
@@ -215,7 +216,7 @@ def test_rows_written_by_node_pg_migrate_are_adopted(conn, migrations_dir) -> No
     assert [m.name for m in plan.pending] == ["3000_c"]
     assert plan.drifted == []
     result = Engine(conn, migrations_dir).up()
-    assert [o.name for o in result.applied] == ["3000_c"]
+    assert [o.name for o in result.ran] == ["3000_c"]
     with conn.cursor() as cursor:
         cursor.execute("SELECT name, checksum IS NOT NULL FROM pgmigrations ORDER BY id")
         assert cursor.fetchall() == [("1000_a", False), ("2000_b", False), ("3000_c", True)]
@@ -263,7 +264,7 @@ def test_lock_released_while_waiting_lets_up_proceed(conn, database_url, migrati
         result = Engine(conn, migrations_dir, EngineOptions(lock_wait_seconds=10, lock_poll_seconds=0.05)).up()
     finally:
         timer.join()
-    assert [o.name for o in result.applied] == ["1000_a"]
+    assert [o.name for o in result.ran] == ["1000_a"]
 
 
 def test_lock_is_released_after_run_and_application_name_set(conn, migrations_dir) -> None:
@@ -282,11 +283,11 @@ def test_down_and_redo(conn, migrations_dir) -> None:
     engine = Engine(conn, migrations_dir)
     engine.up()
     reverted = engine.down(2)
-    assert [(o.name, o.direction) for o in reverted.applied] == [("3000_c", "down"), ("2000_b", "down")]
+    assert [(o.name, o.direction) for o in reverted.outcomes] == [("3000_c", "down"), ("2000_b", "down")]
     assert applied_names(conn) == ["1000_a"]
     assert not table_exists(conn, "b") and not table_exists(conn, "c")
     redone = engine.redo(1)
-    assert [(o.name, o.direction) for o in redone.applied] == [("1000_a", "down"), ("1000_a", "up")]
+    assert [(o.name, o.direction) for o in redone.outcomes] == [("1000_a", "down"), ("1000_a", "up")]
     assert applied_names(conn) == ["1000_a"]
     assert table_exists(conn, "a")
 
@@ -315,8 +316,8 @@ def test_dry_run_prints_sql_and_changes_nothing(conn, migrations_dir) -> None:
     )
     result = Engine(conn, migrations_dir).up(dry_run=True)
     assert result.dry_run
-    assert result.applied[0].name == "1000_a"
-    assert 'CREATE TABLE "dry"' in result.applied[0].sql[0]
+    assert result.would_run[0].name == "1000_a"
+    assert 'CREATE TABLE "dry"' in result.would_run[0].sql[0]
     assert not table_exists(conn, "dry")
     assert not table_exists(conn, "pgmigrations")
 
@@ -334,10 +335,10 @@ def test_deadline_leaves_remaining_migrations_pending(conn, migrations_dir) -> N
     create_table_migration(migrations_dir, "1000_a", "a")
     create_table_migration(migrations_dir, "2000_b", "b")
     result = Engine(conn, migrations_dir, EngineOptions(deadline=time.monotonic() + 5, start_margin_seconds=10)).up()
-    assert result.applied == []
-    assert result.pending == ["1000_a", "2000_b"]
+    assert result.ran == []
+    assert [migration.name for migration in result.pending] == ["1000_a", "2000_b"]
     assert applied_names(conn) == []
-    assert [o.name for o in Engine(conn, migrations_dir).up().applied] == ["1000_a", "2000_b"]
+    assert [o.name for o in Engine(conn, migrations_dir).up().ran] == ["1000_a", "2000_b"]
 
 
 def test_new_file_before_applied_ones_is_refused_even_when_rows_are_in_another_order(conn, migrations_dir) -> None:
@@ -433,6 +434,6 @@ def test_redo_holds_the_lock_from_down_to_up(conn, migrations_dir, monkeypatch) 
 
     monkeypatch.setattr(lock, "acquire", counting_acquire)
     result = Engine(conn, migrations_dir).redo()
-    assert [(o.name, o.direction) for o in result.applied] == [("1000_a", "down"), ("1000_a", "up")]
+    assert [(o.name, o.direction) for o in result.outcomes] == [("1000_a", "down"), ("1000_a", "up")]
     assert len(acquisitions) == 1
     assert applied_names(conn) == ["1000_a"] and table_exists(conn, "a")

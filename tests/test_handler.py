@@ -24,13 +24,19 @@ from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
 from lambda_db_setup import handler
-from lambda_db_setup.connect import ConnectError
-from lambda_db_setup.credentials import SecretError
-from lambda_db_setup.engine import Engine, EngineOptions
-from lambda_db_setup.errors import LintRefusedError, MigrationFailedError, OrderError
+from lambda_db_setup.engine import Engine
+from lambda_db_setup.errors import (
+    ConfigurationError,
+    ConnectError,
+    LintRefusedError,
+    MigrationFailedError,
+    OrderError,
+    SecretError,
+)
+from lambda_db_setup.options import EngineOptions
 from tests import cfn_events
 from tests.cfn_events import LambdaContext
-from tests.helpers import applied_names, table_exists, write_py, write_sql
+from tests.helpers import applied_names, count_reads, table_exists, write_py, write_sql
 
 ADMIN_PASSWORD = "Adm1n-pw-SENTINEL-4f1c"  # trust auth ignores it; it must still never reach a log
 
@@ -276,7 +282,7 @@ def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, m
 
 def test_missing_setting_names_the_variable(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DB_SECRET_ARN")
-    with pytest.raises(ValueError, match=r"^DB_SECRET_ARN is not set$"):
+    with pytest.raises(ConfigurationError, match=r"^DB_SECRET_ARN is not set$"):
         handler.on_event(cfn_events.create(), LambdaContext())
 
 
@@ -397,6 +403,26 @@ def test_lint_before_apply_lets_clean_migrations_through(
     (linted,) = [line for line in log_lines(logs) if "lint_report" in line]  # once, by on_event
     assert (linted["level"], linted["stage"]) == ("INFO", "on_event")
     assert "check: ok: 2 pending migration(s) linted, no findings" in linted["lint_report"]
+
+
+def test_lint_before_apply_reads_everything_once(
+    deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_event with the linter: one discovery, one read of pgmigrations, one read of each file."""
+    monkeypatch.setenv("LINT_BEFORE_APPLY", "true")
+    write_sql(deployment.migrations_dir, "1700000000000_create_items", ITEMS)
+    Engine(deployment.conn, deployment.migrations_dir).up()
+    write_sql(deployment.migrations_dir, "1700000001000_create_tags", "CREATE TABLE IF NOT EXISTS tags (id bigint);")
+    write_py(deployment.migrations_dir, "1700000002000_create_notes", 'pgm.sql("CREATE TABLE notes (id bigint)")')
+    counts = count_reads(monkeypatch)
+    handler.on_event(cfn_events.update(handler.PHYSICAL_RESOURCE_ID), LambdaContext())
+    assert applied_names(deployment.conn)[-2:] == ["1700000001000_create_tags", "1700000002000_create_notes"]
+    assert (counts.discoveries, counts.history_reads) == (1, 1)
+    assert counts.file_reads == {
+        "1700000000000_create_items.sql": 1,  # applied: its checksum only
+        "1700000001000_create_tags.sql": 1,
+        "1700000002000_create_notes.py": 1,
+    }
 
 
 def test_is_complete_applies_the_rest_of_what_on_event_linted(

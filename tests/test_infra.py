@@ -25,9 +25,11 @@ from aws_cdk.assertions import Annotations, Match, Template
 from app import build
 from infra import bundling
 from infra.stack import DbMigrationsStack
+from lambda_db_setup.settings import SETTINGS
 
 ASSET_LIMIT_BYTES = 30 * 1024 * 1024  # measured ~24 MB; boto3 + botocore alone would add ~25 MB more
 HANDLER_ENV_KEYS = {
+    "ADOPT_EXISTING_SCHEMA",
     "DB_SECRET_ARN",
     "DB_PROXY_ENDPOINT",
     "APP_RW_SECRET_ARN",
@@ -271,6 +273,8 @@ def test_handler_environment_is_the_contract(synth: Synth) -> None:
         assert env["POWERTOOLS_SERVICE_NAME"] == "db-migrations"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "DbMigrations"
         assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+        assert env["ADOPT_EXISTING_SCHEMA"] == "true"
+        assert set(env) <= {setting.env for setting in SETTINGS}  # every variable is a setting the handler reads
 
 
 def test_lint_before_apply_sets_the_switch_and_bundles_arm64_squawk(

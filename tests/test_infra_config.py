@@ -10,6 +10,7 @@ from aws_cdk import App
 
 from app import CDK_JSON
 from infra.stack import StackConfig
+from lambda_db_setup.settings import SETTINGS
 
 
 def test_cdk_json_lists_every_setting_with_the_code_default() -> None:
@@ -62,3 +63,14 @@ def test_command_line_strings_become_typed_values() -> None:
 def test_invalid_context_is_refused_with_the_key_named(key: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         StackConfig.from_context(App(context={key: value}).node)
+
+
+def test_every_setting_with_a_context_key_has_the_tables_default_in_cdk_json_and_the_stack() -> None:
+    context = json.loads(CDK_JSON.read_text())["context"]
+    keys = StackConfig.context_keys()
+    with_context = [setting for setting in SETTINGS if setting.context]
+    assert {setting.context for setting in with_context} <= set(keys.values())
+    for setting in with_context:
+        assert context[setting.context] == setting.default, setting.context
+        assert getattr(StackConfig(), setting.name) == setting.default, setting.name
+        assert keys[setting.name] == setting.context

@@ -4,14 +4,16 @@ tables created in the same run are new; ignores need a reason; the project's mig
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from lambda_db_setup import lint as linting
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import LintError, MigrationFileError
-from lambda_db_setup.lint import ENGINE_HANDLED, format_report, lint
+from lambda_db_setup.lint import ENGINE_HANDLED, format_report
 from tests import safety
 from tests.helpers import write_py, write_sql
 from tests.safety import PROJECT_ROOT, catalog
@@ -26,6 +28,12 @@ def existing_items_table(conn, migrations_dir: Path) -> None:
     """An applied migration: `items` exists before the pending ones run."""
     write_sql(migrations_dir, "1000_items", "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, code text);")
     Engine(conn, migrations_dir).up()
+
+
+def lint(conn, migrations_dir: Path) -> linting.LintReport:
+    """What `check` does: lint a dry run's rendering of the pending migrations."""
+    rendered = Engine(conn, migrations_dir).up(dry_run=True).would_run
+    return linting.lint(rendered, conn.server_version, os.environ.get("SQUAWK_BINARY"))
 
 
 def rules(report) -> list[tuple[str, str]]:

@@ -14,8 +14,9 @@ from contextlib import contextmanager
 import psycopg2
 import pytest
 
-from lambda_db_setup.engine import Engine, EngineOptions
+from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import LockContentionError, MigrationFailedError
+from lambda_db_setup.options import EngineOptions
 from tests import safety
 from tests.helpers import applied_names, write_py, write_sql
 from tests.safety import catalog
@@ -113,8 +114,8 @@ def test_migration_succeeds_when_traffic_lets_go_during_the_retries(conn, databa
             result = Engine(conn, migrations_dir, options).up()
         finally:
             releaser.join()
-    assert [o.name for o in result.applied] == ["1000_add_column"]
-    assert result.applied[0].attempts >= 2
+    assert [o.name for o in result.ran] == ["1000_add_column"]
+    assert result.ran[0].attempts >= 2
     assert "note" in columns(conn, "items")
     assert applied_names(conn) == ["1000_add_column"]
 

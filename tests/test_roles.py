@@ -21,7 +21,8 @@ from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
 from lambda_db_setup.credentials import UserLogin
-from lambda_db_setup.roles import AppUser, GroupRole, RolesError, ensure_roles
+from lambda_db_setup.errors import RolesError
+from lambda_db_setup.roles import AppUser, GroupRole, ensure_roles
 from tests.password_server import login, password_server_url
 
 

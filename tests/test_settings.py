@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import certifi
 import pytest
 
-from lambda_db_setup.settings import DEFAULT_MIGRATIONS_DIR, PROXY_PORT, ConfigurationError, Settings
+from lambda_db_setup.errors import ConfigurationError
+from lambda_db_setup.settings import BY_NAME, PROXY_PORT, SETTINGS, Settings
 
 REQUIRED = {
     "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:admin-AbCdEf",
@@ -28,9 +30,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.adopt_existing_schema is True
 
 
-def test_migrations_dir_defaults_to_the_one_beside_the_package() -> None:
-    assert Path(__file__).resolve().parent.parent / "migrations" == DEFAULT_MIGRATIONS_DIR
-    assert Settings.from_env(REQUIRED).migrations_dir == DEFAULT_MIGRATIONS_DIR
+def test_migrations_dir_defaults_to_the_one_in_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One default for the CLI and the Lambda, whose working directory is the asset root (/var/task)."""
+    project = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(project)
+    assert BY_NAME["migrations_dir"].default == Path("migrations")
+    assert Settings.from_env(REQUIRED).migrations_dir.resolve() == project / "migrations"
 
 
 def test_proxy_endpoint_with_and_without_port(tmp_path: Path) -> None:
@@ -71,3 +76,46 @@ def test_errors_name_the_variable(changes: dict[str, str | None], message: str) 
     environ = {key: value for key, value in (REQUIRED | changes).items() if value is not None}
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env(environ)
+
+
+def readme_settings_table() -> str:
+    """The README's settings table as the settings table renders it."""
+
+    def cell(value: object) -> str:
+        return "" if value is None else f"`{value}`"
+
+    rows = [
+        "| setting | environment variable | CLI flag | CDK context | default | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting in SETTINGS:
+        default = str(setting.default).lower() if isinstance(setting.default, bool) else setting.default
+        rows.append(
+            f"| {setting.name} | {cell(setting.env)} | {cell(setting.flag)} | {cell(setting.context)}"
+            f" | {cell(default)} | {setting.meaning} |"
+        )
+    return "\n".join(rows)
+
+
+def test_readme_settings_table_matches_the_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert readme_settings_table() in readme, "regenerate the README's settings table:\n" + readme_settings_table()
+
+
+def test_every_flag_and_variable_belongs_to_one_setting() -> None:
+    for attribute in ("env", "flag", "context"):
+        values = [getattr(setting, attribute) for setting in SETTINGS if getattr(setting, attribute)]
+        assert len(values) == len(set(values)), attribute
+    assert [setting.name for setting in SETTINGS] == [field.name for field in fields(Settings)]
+
+
+def test_a_flag_wins_over_its_variable_which_wins_over_the_default() -> None:
+    assert Settings.load({}).lock_timeout_ms == 5000
+    assert Settings.load({"LOCK_TIMEOUT_MS": "1234"}).lock_timeout_ms == 1234
+    assert Settings.load({"LOCK_TIMEOUT_MS": "1234"}, flags={"lock_timeout_ms": 99}).lock_timeout_ms == 99
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "soon"])
+def test_lock_wait_must_be_a_finite_non_negative_number(text: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^LOCK_WAIT_SECONDS must be"):
+        Settings.load({"LOCK_WAIT_SECONDS": text})
