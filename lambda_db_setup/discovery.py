@@ -7,10 +7,12 @@ read lazily: listing 10,000 files reads none of them; the checksum reads a file;
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
 import importlib.util
+import inspect
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -25,6 +27,20 @@ from .sqltext import SqlSections, parse_sections, split_statements
 FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(?P<kind>py|sql)$")
 MAX_NAME_LENGTH = 255  # pgmigrations.name is varchar(255)
 Direction = Literal["up", "down"]
+
+# Deferred-execution functions: calling one returns an object and runs none of its body.
+_DEFERRED_KINDS: tuple[tuple[Callable[[object], bool], str], ...] = (
+    (inspect.iscoroutinefunction, "an async def (coroutine function)"),
+    (inspect.isasyncgenfunction, "an async generator function"),
+    (inspect.isgeneratorfunction, "a generator function (it contains yield)"),
+)
+
+
+class IrreversibleMigrationError(MigrationFileError):
+    """The migration has no way back: no or an empty Down section, no down(), or a down() adding no SQL.
+
+    Lives here until errors.py takes it; it is a `MigrationFileError`, so existing handlers catch it.
+    """
 
 
 @dataclass(frozen=True)
@@ -54,25 +70,42 @@ class Migration:
             self._build_python(builder, direction)
         return builder
 
+    @property
+    def reversible(self) -> bool:
+        """Whether ``down`` would undo something (builds it: a broken file still raises its own error)."""
+        try:
+            self.build("down")
+        except IrreversibleMigrationError:
+            return False
+        return True
+
     def _build_sql(self, builder: MigrationBuilder, direction: Direction) -> None:
         sections = self._sections
         if direction == "down" and sections.down is None:
-            raise MigrationFileError(f"{self.file_name}: no '-- Down Migration' section", migration=self.name)
+            raise IrreversibleMigrationError(f"{self.file_name}: no '-- Down Migration' section", migration=self.name)
+        statements = sections.up_statements if direction == "up" else split_statements(sections.down or "")
+        if not statements:  # the up section is checked when parsed
+            raise IrreversibleMigrationError(
+                f"{self.file_name}: the '-- Down Migration' section has no SQL statement, so the migration is"
+                " irreversible; write the SQL that undoes the up section",
+                migration=self.name,
+            )
         if not sections.use_transaction:
             builder.no_transaction()
-        for statement in sections.up_statements if direction == "up" else split_statements(sections.down):
+        for statement in statements:
             builder.sql(statement)
 
     def _build_python(self, builder: MigrationBuilder, direction: Direction) -> None:
         function: Callable[[MigrationBuilder], object] | None = getattr(self._module, direction, None)
-        if not callable(function):
-            raise MigrationFileError(f"{self.file_name}: no {direction}(pgm) function", migration=self.name)
-        try:
-            function(builder)
-        except Exception as error:
-            raise MigrationFileError(
-                f"{self.file_name}: {direction}(pgm) raised {type(error).__name__}: {error}", migration=self.name
-            ) from error
+        if not callable(function):  # a missing `up` is refused on import
+            raise IrreversibleMigrationError(f"{self.file_name}: no down(pgm) function", migration=self.name)
+        _call(self, direction, function, builder)
+        if direction == "down" and not builder.statements:
+            raise IrreversibleMigrationError(
+                f"{self.file_name}: down(pgm) adds no SQL statement, so reverting would only forget that up ran;"
+                " write what undoes up(), or remove down() to mark the migration irreversible",
+                migration=self.name,
+            )
 
     @cached_property
     def _sections(self) -> SqlSections:
@@ -82,7 +115,7 @@ class Migration:
         try:
             data = self.path.read_bytes()
             self.__dict__.setdefault("checksum", hashlib.sha256(data).hexdigest())  # read once, hash these bytes
-            return data.decode("utf-8")
+            return data.decode("utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) would hide the marker
         except UnicodeDecodeError as error:
             line = data.count(b"\n", 0, error.start) + 1
             raise MigrationFileError(
@@ -105,8 +138,18 @@ def _import_file(migration: Migration) -> ModuleType:
     if spec is None or spec.loader is None:
         raise MigrationFileError(f"{migration.file_name}: cannot be imported", migration=migration.name)
     module = importlib.util.module_from_spec(spec)
+    _execute(migration, spec.loader, module)
+    if not callable(getattr(module, "up", None)):
+        raise MigrationFileError(f"{migration.file_name}: no up(pgm) function", migration=migration.name)
+    for direction in ("up", "down"):
+        _refuse_deferred(migration, direction, getattr(module, direction, None))
+    return module
+
+
+def _execute(migration: Migration, loader: importlib.abc.Loader, module: ModuleType) -> None:
+    """Run the module's code; any way it fails, sys.exit() included, names the file. Ctrl-C stays Ctrl-C."""
     try:
-        spec.loader.exec_module(module)
+        loader.exec_module(module)
     except SyntaxError as error:
         if error.msg.startswith("(unicode error)"):
             raise MigrationFileError(
@@ -117,13 +160,58 @@ def _import_file(migration: Migration) -> ModuleType:
         raise MigrationFileError(
             f"{migration.file_name}: line {error.lineno}: {error.msg}", migration=migration.name
         ) from error
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as error:
+        raise MigrationFileError(
+            f"{migration.file_name}: {_exit_call(error)} on import", migration=migration.name
+        ) from error
+    except BaseException as error:
         raise MigrationFileError(
             f"{migration.file_name}: import failed: {type(error).__name__}: {error}", migration=migration.name
         ) from error
-    if not callable(getattr(module, "up", None)):
-        raise MigrationFileError(f"{migration.file_name}: no up(pgm) function", migration=migration.name)
-    return module
+
+
+def _refuse_deferred(migration: Migration, direction: str, function: object) -> None:
+    """Refuse an ``up``/``down`` whose call would only create a coroutine or generator: nothing would run."""
+    if not callable(function):
+        return
+    for is_kind, kind in _DEFERRED_KINDS:
+        if is_kind(function) or is_kind(type(function).__call__):  # a callable instance too
+            raise MigrationFileError(
+                f"{migration.file_name}: {direction}(pgm) is {kind}; the engine calls it without awaiting or"
+                " iterating it, so nothing in it would run: make it a plain def",
+                migration=migration.name,
+            )
+
+
+def _call(
+    migration: Migration, direction: str, function: Callable[[MigrationBuilder], object], builder: MigrationBuilder
+) -> None:
+    """Call ``up``/``down``; whatever it raises, or a lazy result that never ran, names the file."""
+    try:
+        result = function(builder)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        failure = _exit_call(error) if isinstance(error, SystemExit) else f"raised {type(error).__name__}: {error}"
+        raise MigrationFileError(
+            f"{migration.file_name}: {direction}(pgm) {failure}", migration=migration.name
+        ) from error
+    if result is None or not (inspect.isawaitable(result) or isinstance(result, Iterator | AsyncIterator)):
+        return
+    if inspect.iscoroutine(result) or inspect.isgenerator(result):
+        result.close()  # never started: closing runs none of it and silences "never awaited"
+    raise MigrationFileError(
+        f"{migration.file_name}: {direction}(pgm) returned {type(result).__name__} object instead of running;"
+        f" nothing in it ran: make {direction} a plain function that calls pgm",
+        migration=migration.name,
+    )
+
+
+def _exit_call(error: SystemExit) -> str:
+    """How a migration ended the process, as the user wrote it: 'called sys.exit(3)'."""
+    return f"called sys.exit({'' if error.code is None else repr(error.code)})"
 
 
 def parse_timestamp(prefix: str) -> int:
