@@ -25,6 +25,8 @@ from .errors import MigrationFileError
 from .sqltext import SqlSections, parse_sections, split_statements
 
 FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(?P<kind>py|sql)$")
+# Meant as a migration even if it is not a usable one: a timestamp, then anything, then .py/.sql in any case.
+MIGRATION_LIKE = re.compile(r"^\d+[_-].*\.(py|sql)$", re.IGNORECASE)
 MAX_NAME_LENGTH = 255  # pgmigrations.name is varchar(255)
 Direction = Literal["up", "down"]
 
@@ -238,22 +240,61 @@ def parse_file_name(path: Path) -> Migration:
     return Migration(name=name, path=path, timestamp=parse_timestamp(match["prefix"]), kind=match["kind"])
 
 
+@dataclass(frozen=True)
+class Discovery:
+    """A migrations directory: its migrations in order, and one warning per look-alike entry it skipped."""
+
+    migrations: list[Migration]
+    skipped: tuple[str, ...] = ()
+
+
 def _candidate_name(file_name: str) -> bool:
     """Files the runner looks at: `.py`/`.sql` not starting with '_' or '.' (helpers and caches are skipped)."""
     return file_name.endswith((".py", ".sql")) and not file_name.startswith(("_", "."))
 
 
-def discover(directory: Path) -> list[Migration]:
-    """All migrations in ``directory``, ordered by timestamp then name; bad or clashing names are errors."""
+def _skip_reason(entry: os.DirEntry[str]) -> str | None:
+    """Why an entry named like a migration is not read as one (None: it is not named like one)."""
+    if not MIGRATION_LIKE.match(entry.name):
+        return None
+    if entry.is_dir():
+        return "is a directory"
+    if entry.is_symlink() and not entry.is_file():
+        return f"is a symlink to {os.readlink(entry.path)!r}, which does not exist"
+    if not entry.is_file():
+        return "is not a regular file"
+    extension = entry.name.rsplit(".", 1)[1]
+    return f"the extension .{extension} is not lower-case; rename it to .{extension.lower()} to run it"
+
+
+def scan(directory: Path) -> Discovery:
+    """All migrations in ``directory`` (as `discover`), plus a warning for each entry meant as one but skipped."""
     if not directory.is_dir():
         problem = "is not a directory" if directory.exists() else "does not exist"
         raise MigrationFileError(f"migrations directory {directory} {problem} (looked for {directory.resolve()})")
+    paths: list[Path] = []
+    skipped: list[str] = []
     with os.scandir(directory) as entries:  # the file type comes with the entry: no stat per file
-        paths = [Path(entry.path) for entry in entries if _candidate_name(entry.name) and entry.is_file()]
+        for entry in entries:
+            if _candidate_name(entry.name) and entry.is_file():
+                paths.append(Path(entry.path))
+            elif (reason := _skip_reason(entry)) is not None:
+                skipped.append(f"{entry.name}: skipped: {reason}")
     migrations = sorted(
         (parse_file_name(path) for path in paths),
         key=lambda migration: (migration.timestamp, migration.name, migration.file_name),
     )
+    _refuse_clashes(migrations)
+    return Discovery(migrations, tuple(sorted(skipped)))
+
+
+def discover(directory: Path) -> list[Migration]:
+    """All migrations in ``directory``, ordered by timestamp then name; bad or clashing names are errors."""
+    return scan(directory).migrations
+
+
+def _refuse_clashes(migrations: list[Migration]) -> None:
+    """Two files for one migration, or two migrations with one timestamp, make the order ambiguous."""
     by_name: dict[str, Migration] = {}
     by_timestamp: dict[int, Migration] = {}
     for migration in migrations:
@@ -270,4 +311,3 @@ def discover(directory: Path) -> list[Migration]:
             )
         by_name[migration.name] = migration
         by_timestamp[migration.timestamp] = migration
-    return migrations

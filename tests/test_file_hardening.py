@@ -6,6 +6,7 @@ Most tests need no database: loading and building a file is pure. Those that do 
 from __future__ import annotations
 
 import hashlib
+import os
 import textwrap
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from lambda_db_setup.discovery import (
     IrreversibleMigrationError,
     discover,
     parse_file_name,
+    scan,
 )
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import MigrationFileError
@@ -365,3 +367,45 @@ def test_sql_file_with_a_bom_and_a_directive_in_its_first_line(migrations_dir) -
 def test_python_file_with_a_bom_imports(migrations_dir) -> None:
     (migrations_dir / "1000_bom.py").write_bytes(BOM + b"def up(pgm):\n    pgm.sql('SELECT 1')\n")
     assert len(load(migrations_dir / "1000_bom.py").statements) == 1
+
+
+# -- 6. look-alike entries are skipped with a warning --------------------------------------------------
+
+
+def test_look_alikes_are_skipped_with_a_warning_each(migrations_dir) -> None:
+    write_sql(migrations_dir, "1000_good", "SELECT 1;")
+    (migrations_dir / "2000_upper.SQL").write_text("-- Up Migration\nSELECT 1;\n")
+    (migrations_dir / "3000_mixed.Py").write_text("def up(pgm):\n    pass\n")
+    (migrations_dir / "4000_Add-Users.SQL").write_text("-- Up Migration\nSELECT 1;\n")
+    (migrations_dir / "5000_a_directory.sql").mkdir()
+    os.symlink(migrations_dir / "gone.sql", migrations_dir / "6000_dangling.sql")
+    os.symlink(migrations_dir / "5000_a_directory.sql", migrations_dir / "7000_to_a_directory.py")
+    os.mkfifo(migrations_dir / "8000_fifo.sql")
+    for ignored in ("README.md", "_helpers.py", ".1000_good.sql.swp", "9000_x.sql.bak", "notes.SQL"):
+        (migrations_dir / ignored).write_text("")
+    (migrations_dir / "__pycache__").mkdir()
+    found = scan(migrations_dir)
+    assert [migration.name for migration in found.migrations] == ["1000_good"]
+    assert found.skipped == (
+        "2000_upper.SQL: skipped: the extension .SQL is not lower-case; rename it to .sql to run it",
+        "3000_mixed.Py: skipped: the extension .Py is not lower-case; rename it to .py to run it",
+        "4000_Add-Users.SQL: skipped: the extension .SQL is not lower-case; rename it to .sql to run it",
+        "5000_a_directory.sql: skipped: is a directory",
+        f"6000_dangling.sql: skipped: is a symlink to {str(migrations_dir / 'gone.sql')!r}, which does not exist",
+        "7000_to_a_directory.py: skipped: is a directory",
+        "8000_fifo.sql: skipped: is not a regular file",
+    )
+    assert discover(migrations_dir) == found.migrations
+
+
+def test_hard_errors_stay_errors(migrations_dir) -> None:
+    (migrations_dir / "1704110400000_Add-Users.sql").write_text("-- Up Migration\nSELECT 1;\n")
+    with pytest.raises(MigrationFileError, match=r"^1704110400000_Add-Users\.sql: not a migration file name"):
+        scan(migrations_dir)
+
+
+def test_a_clean_directory_has_no_warnings(migrations_dir) -> None:
+    write_sql(migrations_dir, "1000_good", "SELECT 1;")
+    os.symlink(migrations_dir / "1000_good.sql", migrations_dir / "2000_linked.sql")
+    found = scan(migrations_dir)
+    assert found.skipped == () and [m.name for m in found.migrations] == ["1000_good", "2000_linked"]
