@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(
 # Meant as a migration even if it is not a usable one: a timestamp, then anything, then .py/.sql in any case.
 MIGRATION_LIKE = re.compile(r"^\d+[_-].*\.(py|sql)$", re.IGNORECASE)
 MAX_NAME_LENGTH = 255  # pgmigrations.name is varchar(255)
+MAX_FILE_NAME_BYTES = 255  # NAME_MAX of ext4, APFS and NTFS: a longer file name cannot be created
 Direction = Literal["up", "down"]
 
 # Deferred-execution functions: calling one returns an object and runs none of its body.
@@ -35,6 +37,10 @@ _DEFERRED_KINDS: tuple[tuple[Callable[[object], bool], str], ...] = (
     (inspect.iscoroutinefunction, "an async def (coroutine function)"),
     (inspect.isasyncgenfunction, "an async generator function"),
     (inspect.isgeneratorfunction, "a generator function (it contains yield)"),
+)
+# Latin letters NFKD leaves whole; every other accented letter loses only its accent.
+_TRANSLITERATION = str.maketrans(
+    {"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "\u0131": "i"}
 )
 
 
@@ -238,6 +244,28 @@ def parse_file_name(path: Path) -> Migration:
     if len(name) > MAX_NAME_LENGTH:
         raise MigrationFileError(f"{path.name}: name longer than {MAX_NAME_LENGTH} characters")
     return Migration(name=name, path=path, timestamp=parse_timestamp(match["prefix"]), kind=match["kind"])
+
+
+def slug_for(description: str, timestamp: int) -> str:
+    """The ``snake_case_name`` for a new migration ``{timestamp}_{slug}.py|.sql`` from free text.
+
+    Accented letters keep their letter (``añadir`` -> ``anadir``) instead of vanishing, and the slug is
+    cut so that the name fits ``pgmigrations.name`` and the file name (with ".sql") fits the file system.
+    """
+    if timestamp < 0:
+        raise ValueError(f"timestamp must not be negative, got {timestamp}")
+    decomposed = unicodedata.normalize("NFKD", description.casefold())
+    ascii_text = "".join(char for char in decomposed if not unicodedata.combining(char)).lower()
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_text.translate(_TRANSLITERATION)).strip("_")
+    if not slug:
+        raise MigrationFileError(
+            f"migration name {description!r} has no ASCII letter or digit (accents are dropped, other scripts"
+            " are not transliterated); describe it with at least one"
+        )
+    room = min(MAX_NAME_LENGTH, MAX_FILE_NAME_BYTES - len(".sql")) - len(f"{timestamp}_")
+    if room < 1:
+        raise MigrationFileError(f"timestamp {timestamp} leaves no room for a name in {MAX_NAME_LENGTH} characters")
+    return slug[:room].rstrip("_")
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,17 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambda_db_setup.discovery import (
+    MAX_FILE_NAME_BYTES,
+    MAX_NAME_LENGTH,
     IrreversibleMigrationError,
     discover,
     parse_file_name,
     scan,
+    slug_for,
 )
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import MigrationFileError
@@ -409,3 +414,56 @@ def test_a_clean_directory_has_no_warnings(migrations_dir) -> None:
     os.symlink(migrations_dir / "1000_good.sql", migrations_dir / "2000_linked.sql")
     found = scan(migrations_dir)
     assert found.skipped == () and [m.name for m in found.migrations] == ["1000_good", "2000_linked"]
+
+
+# -- 7. names for new migrations ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("description", "slug"),
+    [
+        ("añadir preferencias", "anadir_preferencias"),
+        ("Crème Brûlée", "creme_brulee"),
+        ("Straße ändern", "strasse_andern"),
+        ("Ærø Łódź", "aero_lodz"),
+        ("ﬁle ①  ", "file_1"),
+        ("  add users!  ", "add_users"),
+        ("添加 users", "users"),
+    ],
+)
+def test_slug_keeps_letters_without_their_accents(description: str, slug: str) -> None:
+    assert slug_for(description, 1704110400000) == slug
+
+
+@pytest.mark.parametrize("description", ["", "   ", "добавить", "追加", "!!!", "\u0301"])
+def test_slug_with_nothing_usable_is_refused(description: str) -> None:
+    with pytest.raises(MigrationFileError, match="has no ASCII letter or digit"):
+        slug_for(description, 1704110400000)
+
+
+def test_long_names_are_cut_to_fit_the_table_and_the_file_system(tmp_path: Path) -> None:
+    timestamp = 1704110400000
+    slug = slug_for("add " + "very " * 200 + "long", timestamp)
+    file_name = f"{timestamp}_{slug}.sql"
+    assert len(file_name.encode()) == MAX_FILE_NAME_BYTES and not slug.endswith("_")
+    (tmp_path / file_name).write_text("-- Up Migration\nSELECT 1;\n")  # the file system takes it
+    assert parse_file_name(tmp_path / file_name).name == file_name.removesuffix(".sql")
+
+
+def test_a_timestamp_leaving_no_room_is_refused() -> None:
+    with pytest.raises(MigrationFileError, match="leaves no room"):
+        slug_for("x", 10**MAX_NAME_LENGTH)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400), st.integers(min_value=0, max_value=10**17 - 1), st.sampled_from(["py", "sql"]))
+def test_any_text_gives_an_accepted_name_or_a_clean_refusal(description: str, timestamp: int, kind: str) -> None:
+    try:
+        slug = slug_for(description, timestamp)
+    except MigrationFileError as error:
+        assert "has no ASCII letter or digit" in str(error)
+        return
+    file_name = f"{timestamp}_{slug}.{kind}"
+    migration = parse_file_name(Path(file_name))
+    assert migration.name == f"{timestamp}_{slug}" and len(migration.name) <= MAX_NAME_LENGTH
+    assert len(file_name.encode()) <= MAX_FILE_NAME_BYTES
