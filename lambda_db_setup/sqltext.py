@@ -7,15 +7,19 @@ semicolon inside any of them does not end a statement.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from .errors import MigrationFileError
 
 # node-pg-migrate's markers: a line comment such as "-- Up Migration" (dashes and spaces free, any case).
 UP_MARKER = re.compile(r"^\s*--[\s-]*up\s+migration\b.*$", re.IGNORECASE | re.MULTILINE)
 DOWN_MARKER = re.compile(r"^\s*--[\s-]*down\s+migration\b.*$", re.IGNORECASE | re.MULTILINE)
-# Our directive (node-pg-migrate has none for SQL files): run this file outside a transaction.
+# Our directive (node-pg-migrate has none for SQL files): run this file outside a transaction. It counts
+# only in the header, before the up marker; one elsewhere, or any other '-- pgm:' comment, is an error.
 NO_TRANSACTION_DIRECTIVE = re.compile(r"^\s*--\s*pgm:\s*no-transaction\s*$", re.IGNORECASE | re.MULTILINE)
+_DIRECTIVE = re.compile(r"--\s*pgm:", re.IGNORECASE)  # a comment reserved for directives
 
 TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
 
@@ -54,24 +58,71 @@ def parse_sections(text: str, file_name: str) -> SqlSections:
     up_statements = tuple(split_statements(up))
     if not up_statements:
         raise MigrationFileError(f"{file_name}: the up section has no SQL statement")
-    return SqlSections(
-        up=up, down=down, use_transaction=not NO_TRANSACTION_DIRECTIVE.search(text), up_statements=up_statements
-    )
+    use_transaction = _use_transaction(text, up_marker.start(), file_name)
+    return SqlSections(up=up, down=down, use_transaction=use_transaction, up_statements=up_statements)
+
+
+def _use_transaction(text: str, header_end: int, file_name: str) -> bool:
+    """False when the header (before '-- Up Migration') holds '-- pgm:no-transaction'.
+
+    A directive anywhere else, or a misspelt one, would silently not apply, so both are errors. Only
+    line comments that start a line outside quotes, dollar-quoted bodies and block comments count.
+    """
+    use_transaction = True
+    for kind, begin, end in _top_level_tokens(text):
+        comment = text[begin:end].strip()
+        if kind != "--" or not _DIRECTIVE.match(comment) or text[text.rfind("\n", 0, begin) + 1 : begin].strip():
+            continue
+        line = text.count("\n", 0, begin) + 1
+        if not NO_TRANSACTION_DIRECTIVE.fullmatch(comment):
+            raise MigrationFileError(
+                f"{file_name}: line {line}: unknown directive {comment!r}; the only one is '-- pgm:no-transaction'"
+            )
+        if begin > header_end:
+            raise MigrationFileError(
+                f"{file_name}: line {line}: '-- pgm:no-transaction' counts only in the header;"
+                " move it above '-- Up Migration'"
+            )
+        use_transaction = False
+    return use_transaction
 
 
 def split_statements(text: str) -> list[str]:
     """Split SQL text into statements at top-level semicolons; comment-only pieces are dropped."""
     statements: list[str] = []
     start = 0
-    position = 0
     atomic_depth = 0
     previous_word = ""
+    for kind, begin, end in _top_level_tokens(text):
+        if kind == "word":
+            upper = text[begin:end].upper()
+            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic_depth and upper == "CASE"):
+                atomic_depth += 1
+            elif atomic_depth and upper == "END":
+                atomic_depth -= 1
+            previous_word = upper
+        elif kind == ";" and not atomic_depth:
+            statements.append(text[start:begin])
+            start = end
+    statements.append(text[start:])
+    return [statement.strip() for statement in statements if first_keyword(statement)]
+
+
+def _top_level_tokens(text: str) -> Iterator[tuple[Literal["--", "word", ";"], int, int]]:
+    """The lexer: (kind, start, end) of each line comment, word and semicolon outside quotes and block comments.
+
+    String literals, quoted identifiers, dollar-quoted bodies and /* */ comments are skipped whole, so
+    nothing inside them is ever seen as a statement end, a keyword or a directive.
+    """
+    position = 0
     length = len(text)
     while position < length:
         char = text[position]
         if char == "-" and text.startswith("--", position):
             newline = text.find("\n", position)
-            position = length if newline < 0 else newline + 1
+            end = length if newline < 0 else newline + 1
+            yield "--", position, end
+            position = end
         elif char == "/" and text.startswith("/*", position):
             position = _skip_block_comment(text, position)
         elif char == "'":
@@ -83,20 +134,13 @@ def split_statements(text: str) -> list[str]:
             closing = text.find(tag.group(0), tag.end())
             position = length if closing < 0 else closing + len(tag.group(0))
         elif (word := _WORD.match(text, position)) and not _is_word_char(text, position - 1):
-            upper = word.group(0).upper()
-            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic_depth and upper == "CASE"):
-                atomic_depth += 1
-            elif atomic_depth and upper == "END":
-                atomic_depth -= 1
-            previous_word = upper
+            yield "word", position, word.end()
             position = word.end()
-        elif char == ";" and not atomic_depth:
-            statements.append(text[start:position])
-            start = position = position + 1
+        elif char == ";":
+            yield ";", position, position + 1
+            position += 1
         else:
             position += 1
-    statements.append(text[start:])
-    return [statement.strip() for statement in statements if first_keyword(statement)]
 
 
 def excerpt(text: str | bytes | None, limit: int) -> str:

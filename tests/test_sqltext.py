@@ -160,6 +160,21 @@ def test_sections_without_up_marker_name_the_file(header: str, body: str) -> Non
         parse_sections(header + body, "1234_no_marker.sql")
 
 
+@PROPERTIES
+@given(headers, section_bodies, section_bodies, st.sampled_from([2, 3, 5]), dollar_tags)
+def test_directive_counts_only_in_the_header(header: str, up: str, down: str, position: int, tag: str) -> None:
+    assume(is_marker_free(header + up + down))
+    parts = [header, "-- Up Migration\n", up + "\n", "-- Down Migration\n", down + "\n"]
+    in_body = f"SELECT ${tag}$\n-- pgm:no-transaction\n ${tag}$;\n"  # SQL text, not a directive
+    text = "".join([*parts[:3], in_body, *parts[3:]])
+    assert parse_sections(text, "1000_x.sql").use_transaction
+    assert not parse_sections("-- pgm:no-transaction\n" + text, "1000_x.sql").use_transaction
+    parts.insert(position, "-- pgm:no-transaction\n")  # after the up marker, before or after the down marker
+    line = "".join(parts[:position]).count("\n") + 1
+    with pytest.raises(MigrationFileError, match=rf"^1000_x\.sql: line {line}: '-- pgm:no-transaction' counts only"):
+        parse_sections("".join(parts), "1000_x.sql")
+
+
 def test_marker_words_inside_a_line_are_not_markers() -> None:
     text = "SELECT 1; -- up migration\n-- Up Migration\nSELECT '-- Down Migration';\n"
     assert parse_sections(text, "1_x.sql").up == "SELECT '-- Down Migration';"
