@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from infra.network import Network
 
@@ -37,57 +37,23 @@ class DatabaseSettings:
 class Database(Construct):
     """RDS PostgreSQL 16 behind an RDS Proxy that requires TLS.
 
-    Security groups open one path, on 5432: clients -> proxy -> database (and the admin secret's
-    rotation function -> database, as it changes the instance's own password). The proxy holds three
-    secrets: the generated admin secret (used by the migrations) and one per application role
+    Security groups open one path, on 5432: clients -> proxy -> database (and the secrets' rotation
+    functions -> database: each logs in as its user to change that user's password). The proxy holds
+    three secrets: the generated admin secret (used by the migrations) and one per application role
     (``app_rw``, ``app_tc``), whose passwords the migration handler sets in PostgreSQL.
+
+    The application secrets are attached to the instance, so they hold ``engine``, ``host``, ``port``
+    and ``dbname`` beside the credentials. ``host`` is the instance, not the proxy, on purpose: the
+    single-user rotation connects to ``host``, and through the proxy its test login with the pending
+    password would fail (the proxy only knows the current one); and the proxy endpoint in a secret the
+    proxy reads would be a dependency cycle. Applications take the host from the ``ProxyEndpoint``.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, network: Network, settings: DatabaseSettings) -> None:
         super().__init__(scope, construct_id)
-        # A full version, as RDS lists it (cfn-lint flags a bare major "16"). RDS still applies minor
-        # upgrades in the maintenance window; when raising this pin, pick one at least as new as the
-        # instance already runs, or CloudFormation's update would be a downgrade.
-        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_13)
-        parameters = rds.ParameterGroup(
-            self, "Parameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
-        )
-        # Generated like Credentials.from_generated_secret's, plus "dbname": the handler connects to it.
-        admin_secret = rds.DatabaseSecret(
-            self,
-            "AdminSecret",
-            username=ADMIN_USERNAME,
-            dbname=settings.database_name,
-            exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
-        )
-        database_sg = ec2.SecurityGroup(
-            self, "DatabaseSecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="PostgreSQL"
-        )
-        self.instance = rds.DatabaseInstance(
-            self,
-            "Instance",
-            engine=engine,
-            auto_minor_version_upgrade=True,
-            instance_type=ec2.InstanceType(settings.instance_class),
-            allocated_storage=settings.allocated_storage_gib,
-            storage_type=rds.StorageType.GP3,
-            storage_encrypted=True,
-            vpc=network.vpc,
-            vpc_subnets=network.subnets,
-            security_groups=[database_sg],
-            publicly_accessible=False,
-            port=POSTGRES_PORT,
-            credentials=rds.Credentials.from_secret(admin_secret),
-            database_name=settings.database_name,
-            parameter_group=parameters,
-            iam_authentication=settings.iam_auth,
-            multi_az=settings.multi_az,
-            deletion_protection=settings.deletion_protection,
-            backup_retention=Duration.days(settings.backup_retention_days),
-            copy_tags_to_snapshot=True,
-        )
+        self.instance = self._instance(network, settings)
         self.admin_secret = self.instance.secret
-        self.app_secrets = {user: self._app_user_secret(user) for user in APP_USERS}
+        self.app_secrets = {user: self._app_user_secret(user, settings.database_name) for user in APP_USERS}
         self.rotation_security_group = self._rotate_admin_secret(network, settings.admin_rotation_days)
 
         proxy_sg = ec2.SecurityGroup(
@@ -108,6 +74,54 @@ class Database(Construct):
         network.allow_secrets_manager_from(self.proxy)
         self._acknowledge_findings(settings)
 
+    def _instance(self, network: Network, settings: DatabaseSettings) -> rds.DatabaseInstance:
+        """PostgreSQL 16, TLS only, encrypted and private, with a generated admin secret attached."""
+        # A full version, as RDS lists it (cfn-lint flags a bare major "16"). RDS still applies minor
+        # upgrades in the maintenance window; when raising this pin, pick one at least as new as the
+        # instance already runs, or CloudFormation's update would be a downgrade.
+        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_13)
+        parameters = rds.ParameterGroup(
+            self, "Parameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
+        )
+        # Generated like Credentials.from_generated_secret's, plus "dbname": the handler connects to it.
+        admin_secret = rds.DatabaseSecret(
+            self,
+            "AdminSecret",
+            username=ADMIN_USERNAME,
+            dbname=settings.database_name,
+            exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
+        )
+        database_sg = ec2.SecurityGroup(
+            self, "DatabaseSecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="PostgreSQL"
+        )
+        return rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=engine,
+            auto_minor_version_upgrade=True,
+            instance_type=ec2.InstanceType(settings.instance_class),
+            allocated_storage=settings.allocated_storage_gib,
+            storage_type=rds.StorageType.GP3,
+            storage_encrypted=True,
+            vpc=network.vpc,
+            vpc_subnets=network.subnets,
+            security_groups=[database_sg],
+            publicly_accessible=False,
+            port=POSTGRES_PORT,
+            credentials=rds.Credentials.from_secret(admin_secret),
+            database_name=settings.database_name,
+            parameter_group=parameters,
+            iam_authentication=settings.iam_auth,
+            multi_az=settings.multi_az,
+            # Off by default: on at creation, a failed first create cannot roll back (RDS refuses the
+            # delete, ROLLBACK_FAILED). Turned on by context once the database exists; SNAPSHOT keeps the
+            # data of a deleted or replaced instance either way.
+            deletion_protection=settings.deletion_protection,
+            removal_policy=RemovalPolicy.SNAPSHOT,
+            backup_retention=Duration.days(settings.backup_retention_days),
+            copy_tags_to_snapshot=True,
+        )
+
     @property
     def secrets(self) -> list[secretsmanager.ISecret]:
         """The admin secret and the application users' secrets, in that order."""
@@ -117,18 +131,21 @@ class Database(Construct):
         """Let ``client`` connect to the proxy (and so to PostgreSQL); nothing reaches the instance directly."""
         self.proxy.connections.allow_from(client, ec2.Port.tcp(POSTGRES_PORT), description)
 
-    def _app_user_secret(self, username: str) -> secretsmanager.Secret:
-        return secretsmanager.Secret(
+    def _app_user_secret(self, username: str, database_name: str) -> secretsmanager.ISecret:
+        """A generated password for ``username``; attaching it to the instance adds engine, host and port."""
+        secret = secretsmanager.Secret(
             self,
             "".join(part.title() for part in username.split("_")) + "Secret",
-            description=f"PostgreSQL role {username}; the migration handler sets this password in the database",
+            description=f"PostgreSQL role {username}; the migration handler sets this password in the database. "
+            "Connect through the stack's ProxyEndpoint; host is the instance, for the rotation function.",
             generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template=json.dumps({"username": username}),
+                secret_string_template=json.dumps({"username": username, "dbname": database_name}),
                 generate_string_key="password",
                 exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
                 password_length=32,
             ),
         )
+        return secret.attach(self.instance)
 
     def _rotate_admin_secret(self, network: Network, every_days: int) -> ec2.SecurityGroup:
         """Rotate the admin password with Secrets Manager's hosted PostgreSQL single-user rotation.
@@ -176,17 +193,49 @@ class Database(Construct):
             acknowledgments.append(
                 Acknowledgment(
                     id="AwsSolutions-RDS10",
-                    reason="Deletion protection was turned off with the context switch deletionProtection=false "
-                    "(throw-away stacks); it is on by default.",
+                    reason="Deletion protection is off by default so that a failed first create can roll back "
+                    "(RDS refuses to delete a protected instance: ROLLBACK_FAILED); the removal policy SNAPSHOT "
+                    "keeps the data. Production turns it on with deletionProtection=true once the database exists.",
                 )
             )
         Validations.of(self.instance).acknowledge(*acknowledgments)
-        for secret in self.app_secrets.values():
-            Validations.of(secret).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-SMG4",
-                    reason="The migration handler creates this role and sets its password from this secret, so "
-                    "single-user rotation could run before the role exists. To rotate, put a new password in the "
-                    "secret: the next migration run applies it.",
-                )
+
+
+class AppSecretRotation(Construct):
+    """Hosted single-user rotation of the application users' secrets, scheduled after ``after``.
+
+    ``after`` is the migration run, which creates the users: a schedule created before them could
+    rotate the password of a role that does not exist yet. Outside the ``Database`` construct because
+    the run depends on all of that (instance, proxy, security-group rules) and this depends on the run.
+    The rotation functions share the admin rotation's security group: they reach the instance directly
+    (``host`` in the secret) and Secrets Manager through the endpoint.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        database: Database,
+        network: Network,
+        every_days: int,
+        after: IDependable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.schedules: dict[str, secretsmanager.RotationSchedule] = {}
+        for user, secret in database.app_secrets.items():
+            schedule = secretsmanager.RotationSchedule(
+                self,
+                "".join(part.title() for part in user.split("_")),
+                secret=secret,
+                hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(
+                    vpc=network.vpc,
+                    vpc_subnets=network.subnets,
+                    security_groups=[database.rotation_security_group],
+                    exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
+                ),
+                automatically_after=Duration.days(every_days),
+                rotate_immediately_on_update=False,
             )
+            schedule.node.add_dependency(after)
+            self.schedules[user] = schedule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -9,8 +10,9 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct, Node
 
-from infra.database import Database, DatabaseSettings
+from infra.database import AppSecretRotation, Database, DatabaseSettings
 from infra.migrations import TRIGGERS, Migrations, MigrationSettings
+from infra.monitoring import MigrationAlarm
 from infra.network import Network
 from lambda_db_setup.settings import BY_NAME, LOG_LEVELS
 
@@ -34,6 +36,7 @@ RETENTION_DAYS = {
     1827: logs.RetentionDays.FIVE_YEARS,
     3653: logs.RetentionDays.TEN_YEARS,
 }
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # a plausibility check; SNS sends the confirmation
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,21 @@ class StackConfig:
     instance_class: str = "t4g.micro"
     allocated_storage_gib: int = 20
     multi_az: bool = False
-    deletion_protection: bool = True
+    deletion_protection: bool = False
     backup_retention_days: int = 7
     iam_auth: bool = False
     admin_rotation_days: int = 30
+    app_rotation_days: int = 30
     log_retention_days: int = 30
     migration_trigger: str = "always"
     lock_timeout_ms: int = BY_NAME["lock_timeout_ms"].default
     statement_timeout_ms: int = BY_NAME["statement_timeout_ms"].default
     metrics_namespace: str = BY_NAME["metrics_namespace"].default
     log_level: str = BY_NAME["log_level"].default
-    reserved_concurrency: int = 1
+    reserved_concurrency: int = 0
     lint_before_apply: bool = BY_NAME["lint_before_apply"].default
     adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default
+    alarm_email: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,8 +75,10 @@ class StackConfig:
             problems.append(f"logLevel must be one of {', '.join(LOG_LEVELS)}")
         if not 1 <= self.backup_retention_days <= 35:
             problems.append("backupRetentionDays must be 1 to 35 (RDS's range; 0 would disable backups)")
-        if not 1 <= self.admin_rotation_days <= 1000:
-            problems.append("adminRotationDays must be 1 to 1000 (Secrets Manager's range)")
+        if not all(1 <= days <= 1000 for days in (self.admin_rotation_days, self.app_rotation_days)):
+            problems.append("adminRotationDays and appRotationDays must be 1 to 1000 (Secrets Manager's range)")
+        if self.alarm_email and not EMAIL.fullmatch(self.alarm_email):
+            problems.append(f"alarmEmail must be an e-mail address or empty, not {self.alarm_email!r}")
         if self.allocated_storage_gib < 20:
             problems.append("allocatedStorageGib must be at least 20 (gp3's minimum)")
         if min(self.lock_timeout_ms, self.statement_timeout_ms, self.reserved_concurrency) < 0:
@@ -137,13 +144,27 @@ class DbMigrationsStack(Stack):
         self.migrations = Migrations(
             self, "Migrations", network=self.network, database=self.database, settings=config.migrations
         )
+        # Rotation starts only once the migration run has created the users it rotates.
+        self.app_rotation = AppSecretRotation(
+            self,
+            "AppSecretRotation",
+            database=self.database,
+            network=self.network,
+            every_days=config.app_rotation_days,
+            after=self.migrations.resource,
+        )
+        self.alarm = MigrationAlarm(self, "Alarm", namespace=config.metrics_namespace, email=config.alarm_email)
 
         outputs = {
+            "VpcId": self.network.vpc.vpc_id,
             "ProxyEndpoint": self.database.proxy.endpoint,
+            "ProxySecurityGroupId": self.database.proxy.connections.security_groups[0].security_group_id,
             "AdminSecretArn": self.database.admin_secret.secret_arn,
             "AppRwSecretArn": self.database.app_secrets["app_rw"].secret_arn,
             "AppTcSecretArn": self.database.app_secrets["app_tc"].secret_arn,
-            "MigrationLogGroupName": self.migrations.log_group.log_group_name,
+            "MigrationLogGroupName": self.migrations.log_groups["OnEvent"].log_group_name,
+            "MigrationIsCompleteLogGroupName": self.migrations.log_groups["IsComplete"].log_group_name,
+            "AlarmTopicArn": self.alarm.topic.topic_arn,
             "AppliedCount": self.migrations.resource.get_att_string("AppliedCount"),
             "LastMigration": self.migrations.resource.get_att_string("LastMigration"),
         }

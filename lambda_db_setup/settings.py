@@ -119,6 +119,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="DB_CONNECT_TIMEOUT_SECONDS", minimum=2,
     ),
     Setting(
+        "run_budget_seconds", int, None,
+        "seconds the whole deploy-time run may take from on_event's start (CloudFormation waits one hour);"
+        " unset: no limit beyond each invocation's",
+        env="RUN_BUDGET_SECONDS", minimum=1,
+    ),
+    Setting(
         "service_name", str, "db-migrations", "the `service` of every log line and metric",
         env="POWERTOOLS_SERVICE_NAME",
     ),
@@ -153,6 +159,7 @@ class Settings:
     sslmode: str
     ca_bundle: str | None
     connect_timeout_seconds: int
+    run_budget_seconds: int | None
     service_name: str
     metrics_namespace: str
     log_level: str

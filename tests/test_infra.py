@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 
 from app import build
-from infra import bundling
+from infra import bundling, migrations
 from infra.stack import DbMigrationsStack
 from lambda_db_setup.settings import SETTINGS
 
@@ -41,12 +42,15 @@ HANDLER_ENV_KEYS = {
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
+    "RUN_BUDGET_SECONDS",  # not read by the handler yet: the whole run's budget, from on_event's start
 }
 LINT_ENV = {"LINT_BEFORE_APPLY": "true", "SQUAWK_BINARY": "/var/task/bin/squawk"}  # only with lintBeforeApply
 ELF_MACHINE_AARCH64 = 0xB7  # e_machine, the 2 little-endian bytes at offset 18 of an ELF header
 # cfn-lint W3005: aws-cdk-lib adds DependsOn on roles that a GetAtt already implies; redundant, harmless.
 CFN_LINT_IGNORED = ("W3005",)
 CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))  # the venv's, beside this interpreter
+STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/DbMigrations/51af3dc0-da77-11e4-872e-1234567db123"
+ALARM_EMAIL = "db-oncall@example.com"
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,13 @@ def content_hash_synths(tmp_path_factory: pytest.TempPathFactory) -> list[Synth]
     """Two synths in content-hash mode, with the non-default switches flipped (lintBeforeApply among them)."""
     context = {
         "migrationTrigger": "content-hash",
-        "deletionProtection": False,
+        "deletionProtection": True,
         "multiAz": True,
         "lintBeforeApply": True,
+        "reservedConcurrency": 1,
+        "adoptExistingSchema": False,
+        "alarmEmail": ALARM_EMAIL,
+        "metricsNamespace": "Team/Db",
     }
     return [synthesize(tmp_path_factory.mktemp(f"content-hash-{n}"), **context) for n in range(2)]
 
@@ -117,7 +125,7 @@ def test_database_is_postgres_16_encrypted_and_private(synth: Synth) -> None:
             "EngineVersion": Match.string_like_regexp(r"^16(\.\d+)?$"),
             "StorageEncrypted": True,
             "PubliclyAccessible": False,
-            "DeletionProtection": True,
+            "DeletionProtection": False,  # off by default, so a failed first create can roll back
             "MultiAZ": False,
             "BackupRetentionPeriod": 7,
             "DBInstanceClass": "db.t4g.micro",
@@ -128,8 +136,14 @@ def test_database_is_postgres_16_encrypted_and_private(synth: Synth) -> None:
 
 def test_deletion_protection_and_multi_az_follow_context(content_hash_synths: list[Synth]) -> None:
     content_hash_synths[0].template.has_resource_properties(
-        "AWS::RDS::DBInstance", {"DeletionProtection": False, "MultiAZ": True}
+        "AWS::RDS::DBInstance", {"DeletionProtection": True, "MultiAZ": True}
     )
+
+
+def test_a_deleted_or_replaced_instance_leaves_a_snapshot(synth: Synth, content_hash_synths: list[Synth]) -> None:
+    for result in (synth, content_hash_synths[0]):
+        (instance,) = (r for r in result.json["Resources"].values() if r["Type"] == "AWS::RDS::DBInstance")
+        assert (instance["DeletionPolicy"], instance["UpdateReplacePolicy"]) == ("Snapshot", "Snapshot")
 
 
 def test_parameter_group_forces_tls(synth: Synth) -> None:
@@ -161,11 +175,43 @@ def test_proxy_requires_tls_and_holds_the_three_secrets(synth: Synth) -> None:
     assert [auth["SecretArn"] for auth in proxy["Auth"]] == [synth.ref(s.secret_arn) for s in database.secrets]
 
 
+def _schedules(synth: Synth) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Secret ARN expression (as JSON) -> (logical ID, Properties) of its rotation schedule."""
+    return {
+        json.dumps(props["SecretId"]): (logical_id, props)
+        for logical_id, props in synth.resources("AWS::SecretsManager::RotationSchedule").items()
+    }
+
+
 def test_admin_secret_rotates_without_racing_the_deploy(synth: Synth) -> None:
-    (schedule,) = synth.resources("AWS::SecretsManager::RotationSchedule").values()
-    assert schedule["SecretId"] == synth.ref(synth.stack.database.admin_secret.secret_arn)
+    _, schedule = _schedules(synth)[json.dumps(synth.ref(synth.stack.database.admin_secret.secret_arn))]
     assert schedule["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
     assert schedule["RotateImmediatelyOnUpdate"] is False
+
+
+def test_app_secrets_rotate_only_after_the_run_created_their_users(synth: Synth) -> None:
+    schedules = _schedules(synth)
+    assert len(schedules) == 3  # the admin secret and the two application users
+    (run_id,) = synth.resources("Custom::DbMigrations")
+    rotation_group = synth.ref(synth.stack.database.rotation_security_group.security_group_id)
+    for secret in synth.stack.database.app_secrets.values():
+        logical_id, schedule = schedules[json.dumps(synth.ref(secret.secret_arn))]
+        assert schedule["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
+        assert schedule["HostedRotationLambda"]["VpcSecurityGroupIds"] == rotation_group  # reaches the instance
+        assert schedule["RotateImmediatelyOnUpdate"] is False
+        assert run_id in synth.json["Resources"][logical_id]["DependsOn"]
+
+
+def test_app_secrets_hold_database_and_instance_for_one_secret_connections(synth: Synth) -> None:
+    instance_ref = synth.ref(synth.stack.database.instance.instance_identifier)
+    attachments = synth.resources("AWS::SecretsManager::SecretTargetAttachment")
+    secrets = synth.resources("AWS::SecretsManager::Secret")
+    for user, secret in synth.stack.database.app_secrets.items():
+        # The attachment adds engine, host (the instance, which rotation connects to) and port.
+        attachment = attachments[synth.ref(secret.secret_arn)["Ref"]]
+        assert (attachment["TargetId"], attachment["TargetType"]) == (instance_ref, "AWS::RDS::DBInstance")
+        template = json.loads(secrets[attachment["SecretId"]["Ref"]]["GenerateSecretString"]["SecretStringTemplate"])
+        assert template == {"username": user, "dbname": "app"}
 
 
 # --- network and security groups ---------------------------------------------------------------
@@ -253,9 +299,46 @@ def test_migration_functions_run_python_312_on_arm_in_the_vpc(synth: Synth) -> N
         assert function["Architectures"] == ["arm64"]
         assert function["MemorySize"] == 512
         assert function["Timeout"] <= 14 * 60
-        assert function["ReservedConcurrentExecutions"] == 1
+        assert "ReservedConcurrentExecutions" not in function  # a concurrency quota of 10 reserves none
         assert function["VpcConfig"]["SubnetIds"] == isolated
-        assert function["LoggingConfig"]["LogGroup"] == synth.ref(synth.stack.migrations.log_group.log_group_name)
+    log_groups = {json.dumps(synth.ref(group.log_group_name)) for group in synth.stack.migrations.log_groups.values()}
+    assert {json.dumps(fn["LoggingConfig"]["LogGroup"]) for fn in functions.values()} == log_groups  # one each
+
+
+def test_reserved_concurrency_follows_context(content_hash_synths: list[Synth]) -> None:
+    for function in _user_functions(content_hash_synths[0]).values():
+        assert function["ReservedConcurrentExecutions"] == 1
+
+
+def _evaluate(expression: Any) -> Any:
+    """The value CloudFormation gives the few intrinsics the function names use, in stack STACK_ID."""
+    if isinstance(expression, str):
+        return expression
+    ((function, argument),) = expression.items()
+    if function == "Ref":
+        assert argument == "AWS::StackId", argument
+        return STACK_ID
+    if function == "Fn::Join":
+        return argument[0].join(_evaluate(part) for part in argument[1])
+    if function == "Fn::Split":
+        return _evaluate(argument[1]).split(argument[0])
+    if function == "Fn::Select":
+        return _evaluate(argument[1])[argument[0]]
+    raise AssertionError(f"unexpected intrinsic {function}")
+
+
+def test_each_function_logs_where_the_failure_reason_points(synth: Synth) -> None:
+    """The Provider framework appends ``Logs: /aws/lambda/<function name>`` to a failure's Reason."""
+    log_groups = synth.resources("AWS::Logs::LogGroup")
+    names = set()
+    for function in _user_functions(synth).values():
+        name = _evaluate(function["FunctionName"])
+        group = log_groups[function["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert _evaluate(group["LogGroupName"]) == f"/aws/lambda/{name}"
+        assert group["RetentionInDays"] == 30
+        assert re.fullmatch(r"DbMigrations-(OnEvent|IsComplete)-51af3dc0", name), name  # a new stack, new names
+        names.add(name)
+    assert len(names) == 2
 
 
 def test_handler_environment_is_the_contract(synth: Synth) -> None:
@@ -275,6 +358,12 @@ def test_handler_environment_is_the_contract(synth: Synth) -> None:
         assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
         assert env["ADOPT_EXISTING_SCHEMA"] == "true"
         assert set(env) <= {setting.env for setting in SETTINGS}  # every variable is a setting the handler reads
+        assert env["RUN_BUDGET_SECONDS"] == "3480"
+
+
+def test_adopt_existing_schema_follows_context(content_hash_synths: list[Synth]) -> None:
+    for function in _user_functions(content_hash_synths[0]).values():
+        assert function["Environment"]["Variables"]["ADOPT_EXISTING_SCHEMA"] == "false"
 
 
 def test_lint_before_apply_sets_the_switch_and_bundles_arm64_squawk(
@@ -340,8 +429,66 @@ def test_outputs_for_operators(synth: Synth) -> None:
     run_id = next(iter(synth.resources("Custom::DbMigrations")))
     assert outputs["AppliedCount"]["Value"] == {"Fn::GetAtt": [run_id, "AppliedCount"]}
     assert outputs["LastMigration"]["Value"] == {"Fn::GetAtt": [run_id, "LastMigration"]}
-    assert outputs["MigrationLogGroupName"]["Value"] == synth.ref(synth.stack.migrations.log_group.log_group_name)
+    log_groups = synth.stack.migrations.log_groups
+    assert outputs["MigrationLogGroupName"]["Value"] == synth.ref(log_groups["OnEvent"].log_group_name)
+    assert outputs["MigrationIsCompleteLogGroupName"]["Value"] == synth.ref(log_groups["IsComplete"].log_group_name)
     assert {"ProxyEndpoint", "AdminSecretArn", "AppRwSecretArn", "AppTcSecretArn"} <= set(outputs)
+    database = synth.stack.database
+    assert outputs["ProxyEndpoint"]["Value"] == synth.ref(database.proxy.endpoint)
+    proxy_group = database.proxy.connections.security_groups[0].security_group_id
+    assert outputs["ProxySecurityGroupId"]["Value"] == synth.ref(proxy_group)
+    assert outputs["VpcId"]["Value"] == synth.ref(synth.stack.network.vpc.vpc_id)
+    assert outputs["AlarmTopicArn"]["Value"] == synth.ref(synth.stack.alarm.topic.topic_arn)
+
+
+# --- the one-hour budget -----------------------------------------------------------------------
+
+
+def test_the_whole_run_ends_before_cloudformation_stops_waiting(synth: Synth) -> None:
+    (run,) = synth.resources("Custom::DbMigrations").values()
+    service_timeout = int(run["ServiceTimeout"])
+    functions = {fn["Handler"].rsplit(".", 1)[1]: fn for fn in _user_functions(synth).values()}
+    (state_machine,) = synth.resources("AWS::StepFunctions::StateMachine").values()
+    definition = json.dumps(state_machine["DefinitionString"])
+    (retry,) = re.findall(r'IntervalSeconds\\":(\d+),\\"MaxAttempts\\":(\d+)', definition)
+    interval, attempts = map(int, retry)
+    total_timeout = interval * attempts  # what the Provider waits between is_complete calls, in all
+    margin = migrations.FRAMEWORK_MARGIN.to_seconds()
+    worst_end = functions["on_event"]["Timeout"] + total_timeout + interval + functions["is_complete"]["Timeout"]
+    assert worst_end + margin <= service_timeout <= 3600
+    assert (service_timeout, interval, total_timeout, margin) == (3600, 30, 2250, 120)
+    env = functions["on_event"]["Environment"]["Variables"]
+    assert worst_end <= int(env["RUN_BUDGET_SECONDS"]) <= service_timeout - margin
+
+
+# --- the failure alarm -------------------------------------------------------------------------
+
+
+def test_alarm_on_failed_runs(synth: Synth, content_hash_synths: list[Synth]) -> None:
+    for result, namespace in ((synth, "DbMigrations"), (content_hash_synths[0], "Team/Db")):
+        (alarm,) = result.resources("AWS::CloudWatch::Alarm").values()
+        assert alarm["Namespace"] == namespace
+        assert alarm["MetricName"] == "MigrationsFailed"
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": "db-migrations"}]  # powertools' default
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1)
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == [result.ref(result.stack.alarm.topic.topic_arn)]
+
+
+def test_alarm_topic_is_encrypted_and_mailed_only_when_asked(synth: Synth, content_hash_synths: list[Synth]) -> None:
+    (topic_id, topic), *_ = synth.resources("AWS::SNS::Topic").items()
+    key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    (key,) = (props for logical_id, props in synth.resources("AWS::KMS::Key").items() if logical_id == key_id)
+    assert key["EnableKeyRotation"] is True
+    cloudwatch = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= {a for s in cloudwatch for a in _as_list(s["Action"])}
+    (policy,) = synth.resources("AWS::SNS::TopicPolicy").values()
+    assert policy["PolicyDocument"]["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert synth.resources("AWS::SNS::Subscription") == {}
+    (subscription,) = content_hash_synths[0].resources("AWS::SNS::Subscription").values()
+    assert (subscription["Protocol"], subscription["Endpoint"]) == ("email", ALARM_EMAIL)
+    assert topic_id in json.dumps(synth.json["Outputs"]["AlarmTopicArn"])
 
 
 # --- least privilege, cdk-nag, cfn-lint --------------------------------------------------------

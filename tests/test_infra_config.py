@@ -49,6 +49,16 @@ def test_command_line_strings_become_typed_values() -> None:
     assert config.statement_timeout_ms == 0  # untouched default
 
 
+def test_safe_first_deploy_defaults() -> None:
+    """A first create can roll back (no deletion protection) and fits a new account (no reserved concurrency)."""
+    config = StackConfig.from_context(App().node)
+    assert config.deletion_protection is False
+    assert config.reserved_concurrency == 0
+    assert config.adopt_existing_schema is True  # the handler's own default, now explicit
+    assert config.alarm_email == ""
+    assert StackConfig.from_context(App(context={"deletionProtection": "true"}).node).deletion_protection is True
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -58,6 +68,9 @@ def test_command_line_strings_become_typed_values() -> None:
         ("lockTimeoutMs", "soon", "lockTimeoutMs must be a whole number"),
         ("multiAz", "maybe", "multiAz must be true or false"),
         ("statementTimeoutMs", -1, "must not be negative"),
+        ("appRotationDays", 0, "appRotationDays must be 1 to 1000"),
+        ("alarmEmail", "ops-at-example.com", "alarmEmail must be an e-mail address or empty"),
+        ("adoptExistingSchema", "yes", "adoptExistingSchema must be true or false"),
     ],
 )
 def test_invalid_context_is_refused_with_the_key_named(key: str, value: object, message: str) -> None:
