@@ -69,11 +69,17 @@ def install_uuid_ossp_shim() -> None:
         staging.replace(target)
 
 
-def start(data_dir: Path = DEFAULT_DATA_DIR, *, keep_running: bool = True) -> str:
+# A throw-away server (the tests') need not survive a power cut: without these, every CREATE/DROP DATABASE
+# and commit waits for the disk. A killed or stopped server still keeps what it committed (the OS has it).
+THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def start(data_dir: Path = DEFAULT_DATA_DIR, *, keep_running: bool = True, throwaway: bool = False) -> str:
     """Start (or reuse) the embedded server whose data lives in ``data_dir``; return its URL.
 
     With ``keep_running`` the server outlives this process, so the next CLI call reuses it at once;
-    otherwise it stops when the process exits (the test suite's choice).
+    otherwise it stops when the process exits (the test suite's choice). A ``throwaway`` server trades
+    durability against an operating-system crash for speed (`THROWAWAY_SETTINGS`).
     """
     pgserver = _pgserver()
     install_uuid_ossp_shim()
@@ -83,7 +89,24 @@ def start(data_dir: Path = DEFAULT_DATA_DIR, *, keep_running: bool = True) -> st
         cleanup_mode=None if keep_running else "stop",
         postgres_version=POSTGRES_VERSION,
     )
-    return server.get_uri()
+    url = server.get_uri()
+    if throwaway:
+        _apply_throwaway_settings(url)
+    return url
+
+
+def _apply_throwaway_settings(url: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            for name, value in THROWAWAY_SETTINGS.items():
+                cursor.execute(f"ALTER SYSTEM SET {name} = {value}")
+            cursor.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
 
 
 def stop(data_dir: Path) -> None:

@@ -283,11 +283,15 @@ def run_up_directly(conn: Connection, name: str) -> None:
 
 
 @pytest.fixture
-def migrated(conn: Connection) -> Connection:
-    """The test database with every application migration applied by the engine."""
+def migrated(migrated_conn: Connection) -> Connection:
+    """A database of the test's own with every application migration applied by the engine (the plugin's copy)."""
+    return migrated_conn
+
+
+def test_up_applies_the_fourteen_in_order_on_an_empty_database(conn: Connection) -> None:
     result = Engine(conn, MIGRATIONS_DIR).up()
     assert [migration.name for migration in result.ran] == MIGRATION_NAMES
-    return conn
+    assert_schema_matches_schema_md(conn)
 
 
 def test_migration_files_are_the_fourteen_of_schema_md() -> None:
