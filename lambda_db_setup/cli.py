@@ -1,38 +1,75 @@
-"""``python -m lambda_db_setup``: the engine's commands for a developer's shell.
+"""``python -m lambda_db_setup``: the engine's commands for a developer's shell and for CI.
 
 Connects to ``--database-url`` / ``DATABASE_URL``, or else starts (or reuses) the embedded PostgreSQL 16.
-Every setting with a flag also reads its environment variable (the Lambda's), the flag winning.
-Exit codes: 0 done, 1 the engine refused or a migration failed, 2 bad usage, 3 cannot connect.
+Every setting reads its flag, else its environment variable (the Lambda's), else the project's
+``pyproject.toml [tool.lambda_db_setup]``, else its default. No output ever holds the URL's password.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
+from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import parse_dsn
 
-from . import lock
-from .discovery import discover
+from . import __version__, lock
+from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError
 from .lint import format_report, lint
 from .options import EngineOptions
+from .plan import Plan
 from .results import MigrationOutcome, RunResult
-from .settings import APPLICATION_NAME, BY_NAME, SETTINGS, Setting, Settings
+from .settings import (
+    APPLICATION_NAME,
+    BY_NAME,
+    PROJECT_TABLE,
+    SETTINGS,
+    Setting,
+    Settings,
+    find_project_root,
+    read_project_table,
+)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMON_SETTINGS = ("database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms")
+DISTRIBUTION = "lambda-db-setup"
+URL_SCHEME = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
+PERCENT_ENCODE = "percent-encode it: @ as %40, / as %2F, ? as %3F, # as %23, % as %25"
+INTERRUPTED = (
+    "interrupted: stopped by Ctrl-C; the migrations reported applied stay applied, and nothing of the interrupted"
+    " migration was applied unless it runs outside a transaction (-- pgm:no-transaction); `status` shows where"
+    " the database stands"
+)
+EPILOG = """\
+exit codes:
+  0    done
+  1    refused or failed; status: something needs a person (drift, missing file, ahead,
+       out of order; with --check also pending migrations)
+  2    bad usage: a flag, environment variable or pyproject.toml setting
+  3    cannot connect
+  130  interrupted (Ctrl-C)
+
+Without --database-url or DATABASE_URL the embedded PostgreSQL 16 is started (or reused), its data
+in .pgdata/. Settings: flag > environment variable > pyproject.toml [tool.lambda_db_setup] > default;
+the project root is the nearest directory up with such a pyproject.toml (else one with migrations/
+beside a pyproject.toml or cdk.json), and relative paths not given as flags resolve against it.
+"""
 
 PY_TEMPLATE = '''"""{description}."""
 
@@ -49,7 +86,7 @@ def down(pgm: MigrationBuilder) -> None:
     raise NotImplementedError("{file_name}: write down() before reverting it")
 '''
 
-SQL_TEMPLATE = """-- {description}.
+SQL_TEMPLATE = """-- Migration: {description}.
 -- Add a line '-- pgm:no-transaction' to run this file outside a transaction (CREATE INDEX CONCURRENTLY).
 
 -- Up Migration
@@ -59,7 +96,36 @@ SQL_TEMPLATE = """-- {description}.
 
 """
 
-Command = Callable[[argparse.Namespace, Settings], int]
+
+@dataclass
+class Output:
+    """Where a command's lines go: with ``--json`` stdout holds one JSON document, and progress goes to stderr."""
+
+    json: bool = False
+    secrets: tuple[str, ...] = ()  # texts of the database URL that may be a password: never printed
+    finished: list[MigrationOutcome] = field(default_factory=list)  # for the JSON document of a failed run
+
+    def line(self, text: str = "") -> None:
+        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
+
+    def document(self, document: dict[str, Any]) -> None:
+        print(json.dumps(document, indent=2))
+
+    def on_migration(self, outcome: MigrationOutcome) -> None:
+        self.finished.append(outcome)
+        self.line(outcome_line(outcome))
+
+    def scrub(self, text: str) -> str:
+        """``text`` without any secret; shorter than 4 characters they would blank out ordinary words."""
+        for secret in self.secrets:
+            if len(secret) < 4:
+                continue
+            text = text.replace(secret, "***")
+        return text
+
+
+Command = Callable[[argparse.Namespace, Settings, Output], int]
+DatabaseCommand = Callable[[argparse.Namespace, Settings, Engine, Output], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,35 +139,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lambda_db_setup",
         description="PostgreSQL schema migrations (node-pg-migrate compatible).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=help_text)
+        sub = commands.add_parser(name, parents=[common], help=help_text, epilog=EPILOG)
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
         sub.set_defaults(func=func)
         return sub
 
+    _add_commands(command)
+    return parser
+
+
+def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
     create = command("create", _create, "write a new timestamped migration file")
     create.add_argument("name", nargs="+", help="what the migration does, e.g. add user preferences")
     create.add_argument("--sql", action="store_true", help="a .sql file instead of a .py file")
 
     up = command("up", _on_database(_up), "apply pending migrations")
-    up.add_argument("count", nargs="?", type=int, help="apply only the next COUNT")
+    up.add_argument("count", nargs="?", type=_positive_int, help="apply only the next COUNT")
     up.add_argument("--to", metavar="NAME", help="apply up to and including NAME")
     up.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+    up.add_argument("--json", action="store_true", help="one JSON document on stdout; progress on stderr")
     _add_setting_flag(up, BY_NAME["adopt_existing_schema"])
 
     down = command("down", _on_database(_down), "revert the newest applied migrations")
-    down.add_argument("count", nargs="?", type=int, default=1, help="how many (default 1)")
+    down.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     down.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
     down.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
 
     redo = command("redo", _on_database(_redo), "revert and re-apply the newest migrations")
-    redo.add_argument("count", nargs="?", type=int, default=1, help="how many (default 1)")
+    redo.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     redo.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
 
-    command("status", _on_database(_status), "applied, pending, drifted and missing migrations")
+    status = command("status", _on_database(_status), "applied, pending, drifted and missing migrations")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.add_argument("--check", action="store_true", help="exit 1 also when migrations are pending")
     command("repair", _on_database(_repair), "accept reviewed edits of applied files (checksums)")
 
     baseline = command("baseline", _on_database(_baseline), "record migrations as applied, run nothing")
@@ -113,27 +191,59 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = command("unlock", _on_database(_unlock), "show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
     unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (errors are one line on stderr)."""
     args = build_parser().parse_args(argv)
+    out = Output(json=getattr(args, "json", False), secrets=url_secrets(_given_database_url(args)))
     try:
-        settings = Settings.load(os.environ, flags=_given_settings(args))
-        return args.func(args, settings)
+        settings = load_settings(args, Path.cwd())
+        out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
+        return args.func(args, settings, out)
+    except KeyboardInterrupt:
+        return _fail(args, out, INTERRUPTED, EXIT_INTERRUPTED, prefix="")
     except ConfigurationError as error:
-        _fail(args, error)
-        return EXIT_USAGE
+        return _fail(args, out, error, EXIT_USAGE)
     except MigrationError as error:
-        _fail(args, error)
-        return EXIT_FAILED
+        return _fail(args, out, error, EXIT_FAILED)
     except psycopg2.OperationalError as error:
-        _fail(args, error, prefix="cannot connect: ")
-        return EXIT_CONNECT
+        return _fail(args, out, error, EXIT_CONNECT, prefix="error: cannot connect: ")
     except psycopg2.Error as error:
-        _fail(args, error, prefix="database error: ")
-        return EXIT_FAILED
+        return _fail(args, out, error, EXIT_FAILED, prefix="error: database error: ")
+
+
+def run() -> None:
+    """The console script's entry point (``[project.scripts] lambda-db-setup = "lambda_db_setup.cli:run"``)."""
+    sys.exit(main())
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the source tree's (a checkout run with ``python -m``)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def load_settings(args: argparse.Namespace, cwd: Path) -> Settings:
+    """The settings of this invocation; relative paths not given as flags resolve against the project root."""
+    root = find_project_root(cwd)
+    project = read_project_table(root / "pyproject.toml") if root else None
+    flags = _given_settings(args)
+    settings = Settings.load(os.environ, flags=flags, project=project)
+    if root is None:
+        return settings
+    paths = [s.name for s in SETTINGS if s.kind is Path and s.name not in flags and getattr(settings, s.name)]
+    return replace(settings, **{name: root / getattr(settings, name) for name in paths})
+
+
+def _positive_int(text: str) -> int:
+    """A COUNT: 0 or a negative number would do nothing or, worse, everything."""
+    number = int(text) if re.fullmatch(r"\s*\d+\s*", text) else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text!r}")
+    return number
 
 
 def _add_setting_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
@@ -167,13 +277,27 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {setting.name: getattr(args, setting.name) for setting in SETTINGS if hasattr(args, setting.name)}
 
 
-def _on_database(run: Callable[[argparse.Namespace, Settings, Engine], int]) -> Command:
+def _given_database_url(args: argparse.Namespace) -> str | None:
+    return getattr(args, "database_url", None) or os.environ.get("DATABASE_URL")
+
+
+def _database_url_source(args: argparse.Namespace) -> str:
+    """Where the database URL came from, to name it in an error."""
+    if hasattr(args, "database_url"):
+        return "--database-url"
+    if os.environ.get("DATABASE_URL", "").strip():
+        return "DATABASE_URL"
+    return f"pyproject.toml {PROJECT_TABLE} database_url"
+
+
+def _on_database(run: DatabaseCommand) -> Command:
     """A command that needs the database: connect, build the engine, close the connection afterwards."""
 
-    def command(args: argparse.Namespace, settings: Settings) -> int:
+    def command(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         with closing(_connect(args, settings)) as conn:
             options = EngineOptions.from_settings(settings)
-            return run(args, settings, Engine(conn, settings.migrations_dir, options, on_migration=_print_outcome))
+            engine = Engine(conn, settings.migrations_dir, options, on_migration=out.on_migration)
+            return run(args, settings, engine, out)
 
     return command
 
@@ -187,62 +311,110 @@ def _connect(args: argparse.Namespace, settings: Settings) -> Connection:
         url = embedded.start(data_dir.resolve())
         print(f"using the embedded PostgreSQL 16 (data in {data_dir})", file=sys.stderr)
     else:
-        print(f"using {describe_target(url)}", file=sys.stderr)
-    try:
-        return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
-    except psycopg2.ProgrammingError:  # libpq quotes the bad part of the URL, which may be the password
-        raise MigrationError("the database URL is not valid (not shown: it may hold a password)") from None
+        print(f"using {describe_target(url, _database_url_source(args))}", file=sys.stderr)
+    return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
 
 
-def describe_target(url: str) -> str:
-    """user@host:port/dbname of a connection string, never its password."""
+def check_database_url(url: str, source: str) -> dict[str, str]:
+    """The parts of a connection string (URL or key=value), or a usage error naming ``source``.
+
+    libpq ends the user name and password at the first '/' or '@': a raw one in the password shifts
+    its pieces into the host, port or database name, which would then be printed. Such a URL is refused.
+    """
+    if URL_SCHEME.match(url):
+        before_query = url.split("://", 1)[1].split("?", 1)[0]
+        at = before_query.find("@")
+        if before_query.count("@") > 1 or "/" in before_query[: max(at, 0)]:
+            raise ConfigurationError(
+                f"{source}: the password or user name holds a raw '@' or '/' (the URL is not shown); {PERCENT_ENCODE}"
+            )
     try:
         parts = parse_dsn(url)
-    except psycopg2.ProgrammingError:
-        return "the given database URL (unparsable; not shown)"
+    except psycopg2.ProgrammingError:  # libpq quotes the bad part, which may be the password
+        parts = {"port": "invalid"}
+    if not re.fullmatch(r"[\d,]*", parts.get("port", "")):
+        raise ConfigurationError(
+            f"{source}: not a valid PostgreSQL URL or key=value string (not shown: it may hold a password);"
+            f" if the password has special characters, {PERCENT_ENCODE}"
+        )
+    return parts
+
+
+def describe_target(url: str, source: str = "the database URL") -> str:
+    """user@host:port/dbname of a connection string, never its password."""
+    parts = check_database_url(url, source)
     host = parts.get("host", "localhost")
     return f"{parts.get('user', '')}@{host}:{parts.get('port', '5432')}/{parts.get('dbname', '')}".lstrip("@")
 
 
-def _create(args: argparse.Namespace, settings: Settings) -> int:
-    description = " ".join(args.name)
-    slug = re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
-    if not slug:
-        print("error: the name needs at least one letter or digit", file=sys.stderr)
-        return EXIT_USAGE
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """Every piece of ``url`` that may be a password (also as the user meant it, and decoded), longest first."""
+    if not url:
+        return ()
+    found = {url, *re.findall(r"password\s*=\s*'?([^'&\s]+)", url)}
+    with suppress(psycopg2.ProgrammingError):
+        found.add(parse_dsn(url).get("password", ""))
+    if URL_SCHEME.match(url):
+        userinfo = url.split("://", 1)[1].rpartition("@")[0]
+        found |= {userinfo, userinfo.partition(":")[2]}
+    found |= {unquote(text) for text in found}
+    return tuple(sorted((text for text in found if text), key=len, reverse=True))
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one line of printable characters (no newline, control or bidi character survives)."""
+    printable = "".join(" " if unicodedata.category(char)[0] == "C" else char for char in text)
+    return " ".join(printable.split())
+
+
+def _create(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    description = _one_line(" ".join(args.name))
     directory = settings.migrations_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    newest = max((migration.timestamp for migration in discover(directory)), default=0)
+    newest = max((migration.timestamp for migration in discover(directory)), default=0) if directory.is_dir() else 0
     timestamp = max(int(time.time() * 1000), newest + 1)
+    try:
+        slug = slug_for(description, timestamp)
+    except MigrationError as error:
+        raise ConfigurationError(str(error)) from None
     path = directory / f"{timestamp}_{slug}.{'sql' if args.sql else 'py'}"
-    template = SQL_TEMPLATE if args.sql else PY_TEMPLATE
-    path.write_text(template.format(description=description[:1].upper() + description[1:], file_name=path.name))
+    sentence = description[:1].upper() + description[1:]
+    if args.sql:
+        text = SQL_TEMPLATE.format(description=sentence)
+    else:
+        docstring = sentence.replace("\\", "\\\\").replace('"', '\\"')
+        text = PY_TEMPLATE.format(description=docstring, file_name=path.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     print(path)
     return EXIT_OK
 
 
-def _up(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    _print_result(engine.up(args.count, args.to, dry_run=args.dry_run), "up")
+def _up(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
+    result = engine.up(args.count, args.to, dry_run=args.dry_run)
+    if args.json:
+        out.document(up_document(result))
+    else:
+        _print_result(result, "up")
     return EXIT_OK
 
 
-def _down(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _down(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     _print_result(engine.down(args.count, force=args.force, dry_run=args.dry_run), "down")
     return EXIT_OK
 
 
-def _redo(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _redo(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     _print_result(engine.redo(args.count, force=args.force), "redo")
     return EXIT_OK
 
 
-def _repair(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _repair(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     repaired = engine.repair()
     print(f"recorded new checksums for {len(repaired)} migration(s){': ' if repaired else ''}{', '.join(repaired)}")
     return EXIT_OK
 
 
-def _baseline(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _baseline(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     baseline = engine.baseline(args.to, verify=not args.no_verify)
     if baseline.verified_tables is not None:
         print(f"schema verified: {len(baseline.verified_tables)} table(s) match what the migrations build")
@@ -252,16 +424,24 @@ def _baseline(args: argparse.Namespace, settings: Settings, engine: Engine) -> i
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _check(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     rendered = engine.up(dry_run=True).would_run
     report = lint(rendered, engine.conn.server_version, settings.squawk_binary)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _print_outcome(outcome: MigrationOutcome) -> None:
+def outcome_line(outcome: MigrationOutcome) -> str:
+    """One finished migration; retries show, since lock contention is what makes a run slow."""
     verb = "applied" if outcome.direction == "up" else "reverted"
-    print(f"{verb} {outcome.name} ({outcome.duration_ms:.0f} ms)", flush=True)
+    retried = f", {outcome.attempts} attempts: lock contention" if outcome.attempts > 1 else ""
+    return f"{verb} {outcome.name} ({outcome.duration_ms:.0f} ms{retried})"
+
+
+def print_skipped(skipped: tuple[str, ...]) -> None:
+    """Each look-alike entry discovery skipped (`discovery.Discovery.skipped`), as a warning on stderr."""
+    for text in skipped:
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def _print_result(result: RunResult, command: str) -> None:
@@ -274,19 +454,84 @@ def _print_result(result: RunResult, command: str) -> None:
         print(f"-- dry run: {len(result.would_run)} migration(s) would run; nothing was changed")
         return
     if result.ahead:
-        print(f"warning: the database is ahead of these files: {', '.join(result.ahead)}")
+        print(f"warning: {_ahead_warning(result.ahead)}")
     if result.adopted:
         print(f"adopted the existing schema (it matched): recorded {len(result.adopted)} migration(s) without running")
         return
-    done = result.ran + result.reverted
-    if not done:
+    if not (result.ran or result.reverted):
         print("nothing to do: no pending migrations" if command == "up" else "nothing to revert")
-        return
-    print(f"{command}: {len(done)} migration(s) done")
+    elif command == "redo":
+        print(f"redo: {len(result.reverted)} migration(s) redone")
+    else:
+        print(f"{command}: {len(result.ran + result.reverted)} migration(s) done")
 
 
-def _status(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _ahead_warning(ahead: list[str]) -> str:
+    return f"the database is ahead of these files: {', '.join(ahead)}"
+
+
+def _outcome_document(outcome: MigrationOutcome) -> dict[str, Any]:
+    document = {
+        "name": outcome.name,
+        "direction": outcome.direction,
+        "action": str(outcome.action),
+        "duration_ms": round(outcome.duration_ms, 1),
+        "attempts": outcome.attempts,
+    }
+    return document | ({"sql": list(outcome.sql)} if outcome.sql else {})
+
+
+def up_document(result: RunResult) -> dict[str, Any]:
+    """What ``up --json`` prints: every migration's outcome, for CI to gate on."""
+    return {
+        "command": "up",
+        "ok": True,
+        "dry_run": result.dry_run,
+        "already_applied": result.already_applied,
+        "migrations": [_outcome_document(outcome) for outcome in result.outcomes],
+        "left_pending": [migration.name for migration in result.pending],
+        "ahead": result.ahead,
+        "warnings": [_ahead_warning(result.ahead)] if result.ahead else [],
+    }
+
+
+def _attention(plan: Plan) -> list[str]:
+    """What in the plan needs a person before anything can run (``status`` exits 1 for it)."""
+    found = [f"{len(names)} {title}" for title, names in _problems(plan) if names]
+    return found + (["migrations out of order"] if plan.out_of_order else [])
+
+
+def _problems(plan: Plan) -> tuple[tuple[str, list[str]], ...]:
+    return (("drifted", plan.drifted), ("missing", plan.missing), ("ahead", plan.ahead))
+
+
+def status_document(plan: Plan, attention: list[str]) -> dict[str, Any]:
+    """What ``status --json`` prints."""
+    order = plan.out_of_order
+    return {
+        "command": "status",
+        "ok": not attention,
+        "needs_attention": attention,
+        "applied": [{"name": row.name, "run_on": row.run_on.isoformat()} for row in plan.applied],
+        "pending": [migration.name for migration in plan.pending],
+        **{title: names for title, names in _problems(plan)},
+        "out_of_order": {"not_run": order[0], "already_run": order[1]} if order else None,
+    }
+
+
+def _status(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     plan = engine.plan()
+    attention = _attention(plan) + ([f"{len(plan.pending)} pending"] if args.check and plan.pending else [])
+    if args.json:
+        out.document(status_document(plan, attention))
+    else:
+        _print_status(plan)
+    if attention:
+        print(f"status: needs attention: {', '.join(attention)}", file=sys.stderr)
+    return EXIT_FAILED if attention else EXIT_OK
+
+
+def _print_status(plan: Plan) -> None:
     print(f"applied ({len(plan.applied)}):")
     for row in plan.applied:
         flag = "  DRIFTED" if row.name in plan.drifted else ("  MISSING FILE" if row.name in plan.missing else "")
@@ -294,15 +539,14 @@ def _status(args: argparse.Namespace, settings: Settings, engine: Engine) -> int
     print(f"pending ({len(plan.pending)}):")
     for migration in plan.pending:
         print(f"  {migration.name}")
-    for title, names in (("drifted", plan.drifted), ("missing", plan.missing), ("ahead", plan.ahead)):
+    for title, names in _problems(plan):
         if names:
             print(f"{title} ({len(names)}): {', '.join(names)}")
     if plan.out_of_order:
         print(f"out of order: Not run migration {plan.out_of_order[0]} is preceding already run {plan.out_of_order[1]}")
-    return EXIT_OK
 
 
-def _unlock(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+def _unlock(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     engine.conn.autocommit = True
     with engine.conn.cursor() as cursor:
         holder = lock.find_holder(cursor)
@@ -316,8 +560,15 @@ def _unlock(args: argparse.Namespace, settings: Settings, engine: Engine) -> int
     return EXIT_OK
 
 
-def _fail(args: argparse.Namespace, error: Exception, prefix: str = "") -> None:
-    if getattr(args, "verbose", False):
-        traceback.print_exception(error)
-    message = " ".join(str(error).split())
-    print(f"error: {prefix}{message}", file=sys.stderr)
+def _fail(args: argparse.Namespace, out: Output, error: BaseException | str, code: int, prefix: str = "error: ") -> int:
+    """One line on stderr (the traceback first with --verbose), the JSON document under --json; no secret in any."""
+    if getattr(args, "verbose", False) and isinstance(error, BaseException):
+        print(out.scrub("".join(traceback.format_exception(error))), file=sys.stderr, end="")
+    message = out.scrub(" ".join(str(error).split()))
+    if out.json:
+        migrations = [_outcome_document(outcome) for outcome in out.finished]
+        out.document(
+            {"command": args.command, "ok": False, "exit_code": code, "error": message, "migrations": migrations}
+        )
+    print(f"{prefix}{message}", file=sys.stderr)
+    return code

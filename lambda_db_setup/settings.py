@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,6 +22,7 @@ APPLICATION_NAME = "lambda_db_setup"  # how pg_stat_activity shows a runner, and
 PROXY_PORT = 5432  # RDS Proxy for PostgreSQL always listens here, whatever port the cluster uses
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 VERIFYING_SSL_MODES = ("verify-ca", "verify-full")
+PROJECT_TABLE = "[tool.lambda_db_setup]"  # the pyproject.toml table the CLI reads defaults from
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -56,7 +58,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "migrations_dir", Path, Path("migrations"),
-        "the migrations directory, relative to the working directory (the Lambda's is the asset root)",
+        "the migrations directory; relative: to the project root for the CLI (a flag: to the working directory),"
+        " to the working directory for the Lambda (its asset root)",
         env="MIGRATIONS_DIR", flag="--migrations-dir",
     ),
     Setting(
@@ -165,10 +168,16 @@ class Settings:
     log_level: str
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Settings:
-        """Each setting from its flag (already typed), else its environment variable, else its default."""
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        flags: Mapping[str, Any] | None = None,
+        project: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Each setting from its flag (already typed), else its variable, else pyproject.toml, else its default."""
         env = os.environ if environ is None else environ
         given = flags or {}
+        from_project = _project_values(project or {})
         values = {}
         for setting in SETTINGS:
             text = env.get(setting.env, "").strip() if setting.env else ""
@@ -177,7 +186,7 @@ class Settings:
             elif text:
                 values[setting.name] = setting.parse(text, setting.env)
             else:
-                values[setting.name] = setting.default
+                values[setting.name] = from_project.get(setting.name, setting.default)
         return cls(**values)
 
     @classmethod
@@ -210,6 +219,62 @@ def environment_variable(name: str) -> str:
     if env is None:
         raise KeyError(f"setting {name} has no environment variable")
     return env
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory from ``start`` up with a pyproject.toml holding `PROJECT_TABLE`, else the nearest
+    with a ``migrations/`` beside a pyproject.toml or cdk.json; None: outside any project.
+
+    So the CLI behaves the same from any subdirectory of a project, as git does.
+    """
+    here = start.resolve()
+    candidates = [here, *here.parents]
+    for directory in candidates:
+        if read_project_table(directory / "pyproject.toml", quiet=True) is not None:
+            return directory
+    for directory in candidates:
+        markers = (directory / "pyproject.toml", directory / "cdk.json")
+        if (directory / "migrations").is_dir() and any(marker.is_file() for marker in markers):
+            return directory
+    return None
+
+
+def read_project_table(pyproject: Path, *, quiet: bool = False) -> dict[str, Any] | None:
+    """The `PROJECT_TABLE` of ``pyproject``; None when the file or the table is absent.
+
+    A file that is not TOML is an error naming it, unless ``quiet`` (while looking for the project root).
+    """
+    try:
+        document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        if quiet:
+            return None
+        raise ConfigurationError(f"{pyproject}: cannot read it as TOML: {error}") from None
+    tool = document.get("tool")
+    table = tool.get("lambda_db_setup") if isinstance(tool, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise ConfigurationError(f"{pyproject}: {PROJECT_TABLE} must be a table, not a value")
+    return table
+
+
+def _project_values(project: Mapping[str, Any]) -> dict[str, Any]:
+    """The `PROJECT_TABLE` entries, typed and checked as their variables are; errors name the key."""
+    values = {}
+    for key, value in project.items():
+        source = f"pyproject.toml {PROJECT_TABLE} {key}"
+        setting = BY_NAME.get(key)
+        if setting is None:
+            raise ConfigurationError(f"{source}: no such setting; the settings are {', '.join(BY_NAME)}")
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            raise ConfigurationError(f"{source} must be a string, number or boolean; got {type(value).__name__}")
+        values[key] = setting.parse(text, source)
+    return values
 
 
 def _choice(value: str, choices: tuple[str, ...], source: str) -> str:
