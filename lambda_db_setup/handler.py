@@ -9,8 +9,11 @@ total timeout. The framework ignores ``IsComplete`` from on_event and rejects ``
 ``IsComplete: false``, so on_event returns neither, and Data comes only with completion.
 
 Delete does nothing: the schema is not this resource's to remove, and a stack delete must never wait
-on, or fail because of, the database. A rollback Update runs the previous asset, whose ``migrations/``
-lacks what this deploy applied: the database being ahead is logged as a warning, never undone.
+on, or fail because of, the database. Nor does a rollback Update (see `is_rollback`): the schema is never
+undone, and a rollback that waited for the lock still held by the failed run, or for a database that
+is down, would fail and leave the stack in UPDATE_ROLLBACK_FAILED. An Update the rule cannot tell from a
+deploy (``migrationTrigger=content-hash``) runs the previous asset, whose ``migrations/`` lacks what this
+deploy applied: the database being ahead is logged as a warning, never undone.
 Failures raise; the framework turns the message into the CloudFormation Reason.
 
 With ``LINT_BEFORE_APPLY=true``, on_event first lints all pending migrations together with squawk, as
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +52,7 @@ PHYSICAL_RESOURCE_ID = "db-migrations"  # one resource per stack; Update keeps w
 APPLIED_BEFORE = "MigrationsAppliedBefore"  # on_event -> is_complete: to count what this deploy applied
 RUNNER_NAME = f"{APPLICATION_NAME} (CloudFormation)"  # how pg_stat_activity and the lock holder show us
 REQUEST_TYPES = ("Create", "Update", "Delete")
+TRIGGER = "Trigger"  # resource property: the synth time (ISO 8601, UTC) with migrationTrigger=always
 RESPONSE_MARGIN_SECONDS = 5.0  # kept free at the end of an invocation to log, flush metrics and return
 ROLES_MIN_SECONDS = 5.0  # less time than this left after migrating: the roles wait for the next poll
 LINT_SHOWN = 3  # flagged items a refusal names; the CloudFormation Reason stays short, the log has them all
@@ -81,6 +86,18 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request.request_type == "Delete":
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
         return {"PhysicalResourceId": request.physical_resource_id}
+    if is_rollback(event):
+        logger.info(
+            "rollback update: nothing to do, the schema stays (migrations are never undone automatically);"
+            " the database is not contacted, so a held lock or a database that is down cannot fail the rollback",
+            extra={
+                "request_type": request.request_type,
+                "trigger": event["ResourceProperties"][TRIGGER],
+                "rolled_back_trigger": event["OldResourceProperties"][TRIGGER],
+                "outcome": "rollback",
+            },
+        )
+        return {"PhysicalResourceId": request.physical_resource_id, APPLIED_BEFORE: 0}
     progress = _migrate(request, context, stage="on_event", ensure_roles=False, lint_first=True)
     return {
         "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
@@ -94,6 +111,8 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
     request = parse_request(event)
     if request.request_type == "Delete":
         return {"IsComplete": True}
+    if is_rollback(event):
+        return {"IsComplete": True, "Data": {"AppliedCount": "0", "LastMigration": ""}}
     applied_before = event.get(APPLIED_BEFORE)
     if isinstance(applied_before, bool) or not isinstance(applied_before, int) or applied_before < 0:
         raise EventError(
@@ -129,6 +148,33 @@ def parse_request(event: object) -> Request:
     if request_type != "Create" and (not isinstance(physical_resource_id, str) or not physical_resource_id):
         raise EventError(f"{request_type} event has no PhysicalResourceId")
     return Request(request_type, request_id, physical_resource_id)
+
+
+def is_rollback(event: dict[str, Any]) -> bool:
+    """An Update whose ``Trigger`` synth time went back: CloudFormation rolling back to the previous template.
+
+    The event has no rollback flag: during UPDATE_ROLLBACK_IN_PROGRESS CloudFormation sends an ordinary
+    Update whose ResourceProperties are the previous template's and whose OldResourceProperties are the
+    failed update's. With ``migrationTrigger=always`` every synth stamps its time into ``Trigger``, so
+    the properties going back in time is a rollback. An asset hash (``content-hash``) has no order: such
+    an Update is treated as a deploy.
+    """
+    if event.get("RequestType") != "Update":
+        return False
+    new, old = (_synth_time(event.get(key)) for key in ("ResourceProperties", "OldResourceProperties"))
+    return new is not None and old is not None and new < old
+
+
+def _synth_time(properties: object) -> datetime | None:
+    """The ``Trigger`` property as a timezone-aware time; None when it is not one (an asset hash, missing)."""
+    value = properties.get(TRIGGER) if isinstance(properties, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool, lint_first: bool) -> Progress:

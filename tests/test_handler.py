@@ -23,7 +23,7 @@ from moto import mock_aws
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from lambda_db_setup import handler
+from lambda_db_setup import handler, lock
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     ConfigurationError,
@@ -317,6 +317,76 @@ def test_rollback_update_with_older_migrations_succeeds_with_a_warning(
     warnings = [line for line in log_lines(logs) if line["level"] == "WARNING"]
     assert warnings and all(line["ahead"] == [names[2]] for line in warnings)
     assert "the database is ahead of this code" in warnings[0]["message"]
+
+
+SYNTH_TIMES = ("2024-06-01T10:00:00.000001+00:00", "2024-06-01T11:30:00.000002+00:00")  # older, newer
+
+
+def rollback_event(physical_resource_id: str = handler.PHYSICAL_RESOURCE_ID) -> dict[str, Any]:
+    """What CloudFormation sends in UPDATE_ROLLBACK_IN_PROGRESS: the previous properties new, the failed ones old."""
+    older, newer = SYNTH_TIMES
+    return cfn_events.update(
+        physical_resource_id, {"Trigger": older, "MigrationsHash": "a1"}, {"Trigger": newer, "MigrationsHash": "b2"}
+    )
+
+
+def _no_database(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a rollback must not read secrets or connect")
+
+
+def _rolls_back_at_once(event: dict[str, Any]) -> None:
+    started = time.monotonic()
+    first = handler.on_event(event, LambdaContext())
+    answer = handler.is_complete(cfn_events.is_complete_event(event, first), LambdaContext())
+    assert time.monotonic() - started < 2.0
+    assert first["PhysicalResourceId"] == handler.PHYSICAL_RESOURCE_ID
+    assert answer == {"IsComplete": True, "Data": {"AppliedCount": "0", "LastMigration": ""}}
+
+
+def test_rollback_with_the_lock_held_succeeds_at_once_touching_nothing(
+    deployment: Deployment, database_url: str, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    holder = psycopg2.connect(database_url, application_name="lambda_db_setup (the failed run)")
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(lock.TRY_LOCK, {"lock_id": lock.LOCK_ID})
+            assert cursor.fetchone() == (True,)
+        monkeypatch.setattr(handler.credentials, "secrets_client", _no_database)
+        monkeypatch.setattr(handler, "connect", _no_database)
+        _rolls_back_at_once(rollback_event())
+    finally:
+        holder.close()
+    assert applied_names(deployment.conn) == names
+    (line,) = [line for line in log_lines(logs) if line.get("outcome") == "rollback"]
+    assert line["trigger"] == SYNTH_TIMES[0] and line["rolled_back_trigger"] == SYNTH_TIMES[1]
+    assert "rollback update: nothing to do" in line["message"]
+
+
+def test_rollback_with_the_database_unreachable_succeeds_at_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(handler.credentials, "secrets_client", _no_database)
+    monkeypatch.setattr(handler, "connect", _no_database)
+    _rolls_back_at_once(rollback_event())
+
+
+@pytest.mark.parametrize(
+    ("properties", "old_properties", "expected"),
+    [
+        ({"Trigger": SYNTH_TIMES[0]}, {"Trigger": SYNTH_TIMES[1]}, True),  # back in time: rollback
+        ({"Trigger": SYNTH_TIMES[1]}, {"Trigger": SYNTH_TIMES[0]}, False),  # forward: a deploy
+        ({"Trigger": SYNTH_TIMES[0]}, {"Trigger": SYNTH_TIMES[0]}, False),  # same template again
+        ({"Trigger": "5f0c" * 16}, {"Trigger": "9a1b" * 16}, False),  # content-hash: no order, a deploy
+        ({"Trigger": SYNTH_TIMES[0]}, {}, False),  # the previous template had no Trigger
+        ({"Trigger": "2024-06-01T10:00:00"}, {"Trigger": SYNTH_TIMES[1]}, False),  # no time zone: not ours
+    ],
+)
+def test_rollback_rule(properties: dict[str, str], old_properties: dict[str, str], expected: bool) -> None:
+    assert handler.is_rollback(cfn_events.update("db-migrations", properties, old_properties)) is expected
+    assert handler.is_rollback({**cfn_events.create(properties), "OldResourceProperties": old_properties}) is False
 
 
 def test_schema_built_before_tracking_is_adopted_on_deploy(deployment: Deployment, logs: io.StringIO) -> None:
