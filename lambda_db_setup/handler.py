@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import credentials, roles
+from . import credentials, reason, roles
 from .connect import connect
 from .engine import Engine
 from .errors import EventError, LintRefusedError, MigrationError
@@ -188,6 +188,7 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
     except Exception as error:
         _log_failure(error)
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
+        _cap_reason(error)
         raise
     else:
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=0)
@@ -328,3 +329,15 @@ def _log_failure(error: Exception) -> None:
             "reason": str(error),
         },
     )
+
+
+def _cap_reason(error: Exception) -> None:
+    """Cut the message the runtime hands the framework (``str(error)``) so the response fits CloudFormation's 4 KB.
+
+    The exception itself is kept, its type and fields too; only its text is shortened (the log line has it whole).
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    message = str(error)
+    capped = reason.cap(message, keep=f"(SQLSTATE {sqlstate})" if sqlstate else "")
+    if capped != message:
+        error.args = (capped,)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import time
@@ -23,7 +24,7 @@ from moto import mock_aws
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from lambda_db_setup import handler, lock
+from lambda_db_setup import handler, lock, reason
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     ConfigurationError,
@@ -270,6 +271,55 @@ def test_failing_migration_fails_with_its_name_and_leaves_nothing_of_it(
     )
     (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([1.0], [1.0])
+
+
+RESPONSE_LIMIT = 4096  # bytes CloudFormation accepts for a custom resource's response
+LONGEST_FUNCTION_NAME = "F" * 64  # Lambda's limit: the framework names it in the Reason (Logs: /aws/lambda/...)
+WORST_STACK_ID = cfn_events.STACK_ID.replace("/DbStack/", f"/{'S' * 128}/")  # stack names run to 128 characters
+LISTED_IDS = ", ".join(str(uuid.UUID(int=n * 7919)) for n in range(150))  # the 6.6 KB failure: 150 ids listed
+UNICODE_TEXT = 'Zeile für Zeile: 件名「移行」は失敗 "quoted" \\ back\\slash ✓ ' * 120  # 2-4 bytes a character, escapes
+
+
+def raising_migration(directory: Path, name: str, message: str) -> None:
+    literal = message.replace("'", "''")
+    write_sql(directory, name, f"DO $$ BEGIN RAISE EXCEPTION '%', '{literal}'; END $$;")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("1700000000000_check_ids", f"ids still referenced: {LISTED_IDS}"),
+        ("1700000000000_" + "a_very_long_migration_name_" * 8 + "end", f"ids still referenced: {LISTED_IDS}"),
+        ("1700000000000_" + "multi_byte_" * 20, UNICODE_TEXT),  # file names are ASCII snake_case
+    ],
+    ids=["long-message", "long-file-name", "multi-byte"],
+)
+def test_a_long_failure_fits_cloudformations_response_limit(
+    deployment: Deployment, logs: io.StringIO, name: str, message: str
+) -> None:
+    raising_migration(deployment.migrations_dir, name, message)
+    request = {**cfn_events.create(), "StackId": WORST_STACK_ID, "LogicalResourceId": "L" * 255}
+    with pytest.raises(MigrationFailedError) as raised:
+        handler.on_event(request, LambdaContext())
+    reason = str(raised.value)
+    size = len(cfn_events.failure_response(request, reason, LONGEST_FUNCTION_NAME))
+    assert size < RESPONSE_LIMIT
+    assert reason.startswith(f"{name}.sql: ")  # the file first
+    assert "(SQLSTATE P0001)" in reason
+    assert re.search(r" … \[cut, [\d,]+ more characters: see the log line\]", reason)
+    assert raised.value.migration == name and raised.value.sqlstate == "P0001"  # the error is still the same one
+    failure = next(line for line in log_lines(logs) if line["message"] == "migration run failed")
+    assert message.strip()[-60:] in failure["reason"]  # the whole text is in the log line
+    assert "[cut," not in failure["reason"]
+
+
+def test_a_short_failure_is_left_as_it_is() -> None:
+    assert reason.cap("1700000000000_x.sql: division by zero (SQLSTATE 22012)") == (
+        "1700000000000_x.sql: division by zero (SQLSTATE 22012)"
+    )
+    capped = reason.cap("x" * 5000)
+    assert capped.endswith(f"[cut, {5000 - capped.index(' …'):,} more characters: see the log line]")
+    assert reason.json_bytes(capped) <= reason.REASON_MAX_BYTES
 
 
 def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
