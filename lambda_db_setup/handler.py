@@ -24,6 +24,7 @@ count the tables this deploy created as existing ones.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 PHYSICAL_RESOURCE_ID = "db-migrations"  # one resource per stack; Update keeps whatever id the resource has
 APPLIED_BEFORE = "MigrationsAppliedBefore"  # on_event -> is_complete: to count what this deploy applied
+RUN_STARTED = "MigrationsRunStartedAt"  # on_event -> is_complete: epoch seconds, where RUN_BUDGET_SECONDS counts from
 RUNNER_NAME = f"{APPLICATION_NAME} (CloudFormation)"  # how pg_stat_activity and the lock holder show us
 REQUEST_TYPES = ("Create", "Update", "Delete")
 TRIGGER = "Trigger"  # resource property: the synth time (ISO 8601, UTC) with migrationTrigger=always
@@ -61,6 +63,10 @@ logger = Logger()
 metrics = Metrics(namespace=os.environ.get(BY_NAME["metrics_namespace"].env) or BY_NAME["metrics_namespace"].default)
 
 
+class RunBudgetError(MigrationError):
+    """The deploy's time (RUN_BUDGET_SECONDS from on_event's start) ran out with work left."""
+
+
 @dataclass(frozen=True)
 class Request:
     """The fields of a Provider framework event the handler acts on."""
@@ -68,6 +74,17 @@ class Request:
     request_type: str
     request_id: str
     physical_resource_id: str | None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one invocation does, and where the whole run stands."""
+
+    stage: str  # on_event or is_complete
+    started: float  # time.time() at on_event's start: the run's budget counts from it
+    applied_before: int | None  # is_complete: what the database had when on_event began
+    ensure_roles: bool
+    lint_first: bool
 
 
 @dataclass(frozen=True)
@@ -98,10 +115,12 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             },
         )
         return {"PhysicalResourceId": request.physical_resource_id, APPLIED_BEFORE: 0}
-    progress = _migrate(request, context, stage="on_event", ensure_roles=False, lint_first=True)
+    started = time.time()
+    progress = _migrate(request, context, Invocation("on_event", started, None, ensure_roles=False, lint_first=True))
     return {
         "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
         APPLIED_BEFORE: progress.applied_before,
+        RUN_STARTED: started,
     }
 
 
@@ -113,13 +132,11 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
         return {"IsComplete": True}
     if is_rollback(event):
         return {"IsComplete": True, "Data": {"AppliedCount": "0", "LastMigration": ""}}
-    applied_before = event.get(APPLIED_BEFORE)
-    if isinstance(applied_before, bool) or not isinstance(applied_before, int) or applied_before < 0:
-        raise EventError(
-            f"is_complete event has no {APPLIED_BEFORE} count; the Provider framework merges on_event's result"
-            " into it: was is_complete invoked without on_event?"
-        )
-    progress = _migrate(request, context, stage="is_complete", ensure_roles=True, lint_first=False)
+    applied_before, started = (
+        _handed_on(event, key, kind) for key, kind in ((APPLIED_BEFORE, int), (RUN_STARTED, float))
+    )
+    invocation = Invocation("is_complete", started, int(applied_before), ensure_roles=True, lint_first=False)
+    progress = _migrate(request, context, invocation)
     if not progress.complete:
         return {"IsComplete": False}
     applied_count = max(len(progress.applied) - applied_before, 0)
@@ -150,6 +167,17 @@ def parse_request(event: object) -> Request:
     return Request(request_type, request_id, physical_resource_id)
 
 
+def _handed_on(event: dict[str, Any], key: str, kind: type) -> float:
+    """A number on_event returned, which the framework merges into every is_complete event."""
+    value = event.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | kind) or value < 0:
+        raise EventError(
+            f"is_complete event has no {key} {'count' if kind is int else 'time'}; the Provider framework merges"
+            " on_event's result into it: was is_complete invoked without on_event?"
+        )
+    return value
+
+
 def is_rollback(event: dict[str, Any]) -> bool:
     """An Update whose ``Trigger`` synth time went back: CloudFormation rolling back to the previous template.
 
@@ -177,14 +205,14 @@ def _synth_time(properties: object) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool, lint_first: bool) -> Progress:
+def _migrate(request: Request, context: LambdaContext, invocation: Invocation) -> Progress:
     """One run, measured: every failure is logged and counted, so one alarm covers every failed deploy."""
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
     started = time.perf_counter()
-    logger.append_keys(request_type=request.request_type, stage=stage)
+    logger.append_keys(request_type=request.request_type, stage=invocation.stage)
     ran: list[MigrationOutcome] = []
     try:
-        result, complete = _run(deadline, ran.append, ensure_roles=ensure_roles, lint_first=lint_first)
+        result, complete = _run(deadline, ran.append, invocation)
     except Exception as error:
         _log_failure(error)
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
@@ -215,11 +243,14 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
     )
 
 
-def _run(
-    deadline: float, on_ran: Callable[[MigrationOutcome], None], *, ensure_roles: bool, lint_first: bool
-) -> tuple[RunResult, bool]:
-    """Secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles."""
+def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation: Invocation) -> tuple[RunResult, bool]:
+    """Secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles.
+
+    ``deadline`` is this invocation's; migrations and roles also stop at the run budget's (`_budget_deadline`).
+    """
     settings = Settings.from_env()
+    budget = _budget_deadline(settings, invocation.started)
+    work_deadline = min(deadline, budget)
     client = credentials.secrets_client()
     admin = credentials.read_admin_login(client, settings.admin_secret_arn, BY_NAME["admin_secret_arn"].env)
     users = _read_app_users(client, settings)
@@ -232,8 +263,9 @@ def _run(
         )
 
     with closing(connect(admin, settings, deadline=deadline, application_name=RUNNER_NAME)) as conn:
-        engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
-        vet = _lint_vet(conn.server_version, settings) if lint_first and settings.lint_before_apply else None
+        engine = Engine(conn, settings.migrations_dir, _engine_options(settings, work_deadline), on_migration)
+        lint_first = invocation.lint_first and settings.lint_before_apply
+        vet = _lint_vet(conn.server_version, settings) if lint_first else None
         result = engine.up(vet=vet)
         if result.adopted:
             logger.info(
@@ -248,9 +280,36 @@ def _run(
                 extra={"ahead": result.ahead},
             )
         complete = not result.pending
-        if complete and ensure_roles:
-            complete = _ensure_roles(conn, users, deadline)
+        if complete and invocation.ensure_roles:
+            complete = _ensure_roles(conn, users, work_deadline)
+    if not complete and budget - time.monotonic() < EngineOptions.start_margin_seconds:
+        raise _budget_spent(settings, result, invocation)
     return result, complete
+
+
+def _budget_deadline(settings: Settings, run_started: float) -> float:
+    """The run budget's end as a ``time.monotonic()`` value, less the response margin (no budget: never)."""
+    if settings.run_budget_seconds is None:
+        return math.inf
+    left = run_started + settings.run_budget_seconds - time.time()
+    return time.monotonic() + left - RESPONSE_MARGIN_SECONDS
+
+
+def _budget_spent(settings: Settings, result: RunResult, invocation: Invocation) -> RunBudgetError:
+    """Fail now rather than poll on: CloudFormation gives up at one hour and would report only a timeout."""
+    before = len(result.already_applied) if invocation.applied_before is None else invocation.applied_before
+    applied = len(result.already_applied) + len(result.adopted) + len(result.ran) - before
+    left = (
+        f"{len(result.pending)} left (next: {result.pending[0].name})"
+        if result.pending
+        else "none left, but the application roles were not ensured"
+    )
+    return RunBudgetError(
+        f"the run's time budget is spent (RUN_BUDGET_SECONDS={settings.run_budget_seconds} s from on_event's"
+        f" start; CloudFormation waits one hour): {applied} migration(s) applied by this deploy, {left}. What was"
+        " applied stays applied; the next deploy continues with the rest",
+        migration=result.pending[0].name if result.pending else None,
+    )
 
 
 def _read_app_users(client: Any, settings: Settings) -> list[roles.AppUser]:

@@ -29,6 +29,7 @@ from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     ConfigurationError,
     ConnectError,
+    EventError,
     LintRefusedError,
     MigrationFailedError,
     OrderError,
@@ -183,7 +184,13 @@ def test_on_event_hands_is_complete_the_count_it_started_from(deployment: Deploy
     names = three_migrations(deployment.migrations_dir)
     event = cfn_events.create()
     result = handler.on_event(event, LambdaContext())
-    assert result == {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    started = result[handler.RUN_STARTED]
+    assert result == {
+        "PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID,
+        handler.APPLIED_BEFORE: 0,
+        handler.RUN_STARTED: started,
+    }
+    assert time.time() - 60 < started <= time.time()  # where the run's budget counts from
     assert applied_names(deployment.conn) == names  # plenty of time: on_event did all the migrations
     answer = handler.is_complete(cfn_events.is_complete_event(event, result), LambdaContext())
     assert answer == {"IsComplete": True, "Data": {"AppliedCount": "3", "LastMigration": names[-1]}}
@@ -553,7 +560,11 @@ def test_is_complete_applies_the_rest_of_what_on_event_linted(
     write_sql(deployment.migrations_dir, "1700000000000_create_items", ITEMS)
     write_sql(deployment.migrations_dir, "1700000001000_index_items", INDEX_ITEMS)
     Engine(deployment.conn, deployment.migrations_dir).up(1)  # as if on_event had had time for one only
-    started = {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    started = {
+        "PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID,
+        handler.APPLIED_BEFORE: 0,
+        handler.RUN_STARTED: time.time(),
+    }
     answer = handler.is_complete(cfn_events.is_complete_event(cfn_events.create(), started), LambdaContext())
     assert answer["Data"] == {"AppliedCount": "2", "LastMigration": "1700000001000_index_items"}
     assert not [line for line in log_lines(logs) if "lint_report" in line]
@@ -576,6 +587,46 @@ def test_too_little_time_starts_nothing_and_the_next_poll_finishes(deployment: D
         "IsComplete": True,
         "Data": {"AppliedCount": "3", "LastMigration": names[-1]},
     }
+
+
+def test_the_run_budget_spent_on_a_poll_fails_with_what_was_applied_and_what_is_left(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    monkeypatch.setenv("RUN_BUDGET_SECONDS", "3480")
+    event = cfn_events.create()
+    started = handler.on_event(event, LambdaContext(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN - 1))
+    assert applied_names(deployment.conn) == []  # on_event had no time to start one
+    an_hour_ago = {**started, handler.RUN_STARTED: time.time() - 3600}  # as if the polls had taken that long
+    began = time.monotonic()
+    with pytest.raises(handler.RunBudgetError) as raised:
+        handler.is_complete(cfn_events.is_complete_event(event, an_hour_ago), LambdaContext())
+    assert time.monotonic() - began < 5  # failed at once, without starting a migration
+    assert str(raised.value) == (
+        "the run's time budget is spent (RUN_BUDGET_SECONDS=3480 s from on_event's start; CloudFormation waits one"
+        f" hour): 0 migration(s) applied by this deploy, 3 left (next: {names[0]}). What was applied stays"
+        " applied; the next deploy continues with the rest"
+    )
+    assert applied_names(deployment.conn) == []
+
+
+def test_the_run_budget_stops_on_event_between_migrations(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_sql(deployment.migrations_dir, "1700000000000_quick", "CREATE TABLE quick (id int);")
+    write_sql(deployment.migrations_dir, "1700000001000_slow", "SELECT pg_sleep(3);")
+    write_sql(deployment.migrations_dir, "1700000002000_later", "CREATE TABLE later (id int);")
+    # 17 s budget - 5 s response margin = 12 s: both first two start with 10 s left; after the sleep, less
+    monkeypatch.setenv("RUN_BUDGET_SECONDS", str(int(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN + 2)))
+    with pytest.raises(handler.RunBudgetError, match=r": 2 migration\(s\) applied by this deploy, 1 left \(next"):
+        handler.on_event(cfn_events.create(), LambdaContext())  # 900 s of its own: the budget is what stops it
+    assert applied_names(deployment.conn) == ["1700000000000_quick", "1700000001000_slow"]
+
+
+def test_is_complete_without_the_run_start_is_refused() -> None:
+    event = cfn_events.is_complete_event(cfn_events.create(), {handler.APPLIED_BEFORE: 0})
+    with pytest.raises(EventError, match=f"no {handler.RUN_STARTED} time"):
+        handler.is_complete(event, LambdaContext())
 
 
 def test_deadline_stops_between_migrations_and_polls_continue(deployment: Deployment) -> None:
