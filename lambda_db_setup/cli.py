@@ -22,7 +22,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import parse_dsn
 
-from . import lock
+from . import lock, remote
 from .discovery import discover
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError
@@ -32,7 +32,9 @@ from .results import MigrationOutcome, RunResult
 from .settings import APPLICATION_NAME, BY_NAME, SETTINGS, Setting, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
-COMMON_SETTINGS = ("database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms")
+COMMON_SETTINGS = (
+    "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
+)  # fmt: skip
 
 PY_TEMPLATE = '''"""{description}."""
 
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_setting_flag(common, BY_NAME[name])
     common.add_argument("--embedded-dir", type=Path, default=argparse.SUPPRESS, help="embedded server data (.pgdata)")
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
+    common.add_argument(
+        "--confirm", action="store_true", default=argparse.SUPPRESS, help="with --lambda: allow a change"
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m lambda_db_setup",
@@ -121,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load(os.environ, flags=_given_settings(args))
+        if settings.lambda_function:
+            return remote.run(args, settings)
         return args.func(args, settings)
     except ConfigurationError as error:
         _fail(args, error)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import credentials, reason, roles
+from . import credentials, operator, reason, roles
 from .connect import connect
 from .engine import Engine
 from .errors import EventError, LintRefusedError, MigrationError
@@ -98,7 +98,12 @@ class Progress:
 
 @logger.inject_lambda_context(correlation_id_path="RequestId", clear_state=True)
 def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create/Update: apply what fits in this invocation. Delete: succeed at once, touching nothing."""
+    """Create/Update: apply what fits in this invocation. Delete: succeed at once, touching nothing.
+
+    An operator event (`operator`, never a CloudFormation one) runs an operator command instead.
+    """
+    if operator.is_operator_event(event):
+        return operator.handle(event, logger)
     request = parse_request(event)
     if request.request_type == "Delete":
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
@@ -153,6 +158,8 @@ def parse_request(event: object) -> Request:
     """Validate what the handler relies on; the message becomes the CloudFormation Reason."""
     if not isinstance(event, dict):
         raise EventError(f"event must be a JSON object, not {type(event).__name__}")
+    if operator.KEY in event:
+        raise EventError(f"event has {operator.KEY}: an operator command, not a CloudFormation request")
     request_type = event.get("RequestType")
     if request_type is None:
         raise EventError("event has no RequestType")
