@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_cdk import Acknowledgment, Aws, CustomResource, Duration, Fn, Stack, Validations
+from aws_cdk import Acknowledgment, Aws, CfnOutput, CustomResource, Duration, Fn, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -126,6 +126,10 @@ class Migrations(Construct):
             function_id: self._function(function_id, settings.log_retention, common) for function_id in FUNCTIONS
         }
         self.on_event, self.is_complete = functions["OnEvent"], functions["IsComplete"]
+        # what `python -m lambda_db_setup --lambda` invokes; whoever may lambda:InvokeFunction it runs operator commands
+        CfnOutput(self, "MigrationFunctionName", value=self.on_event.function_name).override_logical_id(
+            "MigrationFunctionName"
+        )
 
         provider = self._provider(settings)
         self.resource = CustomResource(

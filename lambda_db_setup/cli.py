@@ -27,7 +27,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import parse_dsn
 
-from . import __version__, lock
+from . import __version__, lock, remote
 from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError
@@ -47,7 +47,9 @@ from .settings import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMON_SETTINGS = ("database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms")
+COMMON_SETTINGS = (
+    "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
+)  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
 URL_SCHEME = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
 PERCENT_ENCODE = "percent-encode it: @ as %40, / as %2F, ? as %3F, # as %23, % as %25"
@@ -135,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_setting_flag(common, BY_NAME[name])
     common.add_argument("--embedded-dir", type=Path, default=argparse.SUPPRESS, help="embedded server data (.pgdata)")
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
+    common.add_argument(
+        "--confirm", action="store_true", default=argparse.SUPPRESS, help="with --lambda: allow a change"
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m lambda_db_setup",
@@ -200,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args, Path.cwd())
         out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
+        if settings.lambda_function:
+            return remote.run(args, settings)
         return args.func(args, settings, out)
     except KeyboardInterrupt:
         return _fail(args, out, INTERRUPTED, EXIT_INTERRUPTED, prefix="")

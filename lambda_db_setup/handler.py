@@ -9,8 +9,11 @@ total timeout. The framework ignores ``IsComplete`` from on_event and rejects ``
 ``IsComplete: false``, so on_event returns neither, and Data comes only with completion.
 
 Delete does nothing: the schema is not this resource's to remove, and a stack delete must never wait
-on, or fail because of, the database. A rollback Update runs the previous asset, whose ``migrations/``
-lacks what this deploy applied: the database being ahead is logged as a warning, never undone.
+on, or fail because of, the database. Nor does a rollback Update (see `is_rollback`): the schema is never
+undone, and a rollback that waited for the lock still held by the failed run, or for a database that
+is down, would fail and leave the stack in UPDATE_ROLLBACK_FAILED. An Update the rule cannot tell from a
+deploy (``migrationTrigger=content-hash``) runs the previous asset, whose ``migrations/`` lacks what this
+deploy applied: the database being ahead is logged as a warning, never undone.
 Failures raise; the framework turns the message into the CloudFormation Reason.
 
 With ``LINT_BEFORE_APPLY=true``, on_event first lints all pending migrations together with squawk, as
@@ -21,18 +24,20 @@ count the tables this deploy created as existing ones.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import credentials, roles
+from . import credentials, operator, reason, roles
 from .connect import connect
 from .engine import Engine
 from .errors import EventError, LintRefusedError, MigrationError
@@ -46,14 +51,20 @@ if TYPE_CHECKING:
 
 PHYSICAL_RESOURCE_ID = "db-migrations"  # one resource per stack; Update keeps whatever id the resource has
 APPLIED_BEFORE = "MigrationsAppliedBefore"  # on_event -> is_complete: to count what this deploy applied
+RUN_STARTED = "MigrationsRunStartedAt"  # on_event -> is_complete: epoch seconds, where RUN_BUDGET_SECONDS counts from
 RUNNER_NAME = f"{APPLICATION_NAME} (CloudFormation)"  # how pg_stat_activity and the lock holder show us
 REQUEST_TYPES = ("Create", "Update", "Delete")
+TRIGGER = "Trigger"  # resource property: the synth time (ISO 8601, UTC) with migrationTrigger=always
 RESPONSE_MARGIN_SECONDS = 5.0  # kept free at the end of an invocation to log, flush metrics and return
 ROLES_MIN_SECONDS = 5.0  # less time than this left after migrating: the roles wait for the next poll
 LINT_SHOWN = 3  # flagged items a refusal names; the CloudFormation Reason stays short, the log has them all
 
 logger = Logger()
 metrics = Metrics(namespace=os.environ.get(BY_NAME["metrics_namespace"].env) or BY_NAME["metrics_namespace"].default)
+
+
+class RunBudgetError(MigrationError):
+    """The deploy's time (RUN_BUDGET_SECONDS from on_event's start) ran out with work left."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,17 @@ class Request:
     request_type: str
     request_id: str
     physical_resource_id: str | None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one invocation does, and where the whole run stands."""
+
+    stage: str  # on_event or is_complete
+    started: float  # time.time() at on_event's start: the run's budget counts from it
+    applied_before: int | None  # is_complete: what the database had when on_event began
+    ensure_roles: bool
+    lint_first: bool
 
 
 @dataclass(frozen=True)
@@ -76,15 +98,34 @@ class Progress:
 
 @logger.inject_lambda_context(correlation_id_path="RequestId", clear_state=True)
 def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create/Update: apply what fits in this invocation. Delete: succeed at once, touching nothing."""
+    """Create/Update: apply what fits in this invocation. Delete: succeed at once, touching nothing.
+
+    An operator event (`operator`, never a CloudFormation one) runs an operator command instead.
+    """
+    if operator.is_operator_event(event):
+        return operator.handle(event, logger)
     request = parse_request(event)
     if request.request_type == "Delete":
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
         return {"PhysicalResourceId": request.physical_resource_id}
-    progress = _migrate(request, context, stage="on_event", ensure_roles=False, lint_first=True)
+    if is_rollback(event):
+        logger.info(
+            "rollback update: nothing to do, the schema stays (migrations are never undone automatically);"
+            " the database is not contacted, so a held lock or a database that is down cannot fail the rollback",
+            extra={
+                "request_type": request.request_type,
+                "trigger": event["ResourceProperties"][TRIGGER],
+                "rolled_back_trigger": event["OldResourceProperties"][TRIGGER],
+                "outcome": "rollback",
+            },
+        )
+        return {"PhysicalResourceId": request.physical_resource_id, APPLIED_BEFORE: 0}
+    started = time.time()
+    progress = _migrate(request, context, Invocation("on_event", started, None, ensure_roles=False, lint_first=True))
     return {
         "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
         APPLIED_BEFORE: progress.applied_before,
+        RUN_STARTED: started,
     }
 
 
@@ -94,13 +135,13 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
     request = parse_request(event)
     if request.request_type == "Delete":
         return {"IsComplete": True}
-    applied_before = event.get(APPLIED_BEFORE)
-    if isinstance(applied_before, bool) or not isinstance(applied_before, int) or applied_before < 0:
-        raise EventError(
-            f"is_complete event has no {APPLIED_BEFORE} count; the Provider framework merges on_event's result"
-            " into it: was is_complete invoked without on_event?"
-        )
-    progress = _migrate(request, context, stage="is_complete", ensure_roles=True, lint_first=False)
+    if is_rollback(event):
+        return {"IsComplete": True, "Data": {"AppliedCount": "0", "LastMigration": ""}}
+    applied_before, started = (
+        _handed_on(event, key, kind) for key, kind in ((APPLIED_BEFORE, int), (RUN_STARTED, float))
+    )
+    invocation = Invocation("is_complete", started, int(applied_before), ensure_roles=True, lint_first=False)
+    progress = _migrate(request, context, invocation)
     if not progress.complete:
         return {"IsComplete": False}
     applied_count = max(len(progress.applied) - applied_before, 0)
@@ -117,6 +158,8 @@ def parse_request(event: object) -> Request:
     """Validate what the handler relies on; the message becomes the CloudFormation Reason."""
     if not isinstance(event, dict):
         raise EventError(f"event must be a JSON object, not {type(event).__name__}")
+    if operator.KEY in event:
+        raise EventError(f"event has {operator.KEY}: an operator command, not a CloudFormation request")
     request_type = event.get("RequestType")
     if request_type is None:
         raise EventError("event has no RequestType")
@@ -131,17 +174,56 @@ def parse_request(event: object) -> Request:
     return Request(request_type, request_id, physical_resource_id)
 
 
-def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_roles: bool, lint_first: bool) -> Progress:
+def _handed_on(event: dict[str, Any], key: str, kind: type) -> float:
+    """A number on_event returned, which the framework merges into every is_complete event."""
+    value = event.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | kind) or value < 0:
+        raise EventError(
+            f"is_complete event has no {key} {'count' if kind is int else 'time'}; the Provider framework merges"
+            " on_event's result into it: was is_complete invoked without on_event?"
+        )
+    return value
+
+
+def is_rollback(event: dict[str, Any]) -> bool:
+    """An Update whose ``Trigger`` synth time went back: CloudFormation rolling back to the previous template.
+
+    The event has no rollback flag: during UPDATE_ROLLBACK_IN_PROGRESS CloudFormation sends an ordinary
+    Update whose ResourceProperties are the previous template's and whose OldResourceProperties are the
+    failed update's. With ``migrationTrigger=always`` every synth stamps its time into ``Trigger``, so
+    the properties going back in time is a rollback. An asset hash (``content-hash``) has no order: such
+    an Update is treated as a deploy.
+    """
+    if event.get("RequestType") != "Update":
+        return False
+    new, old = (_synth_time(event.get(key)) for key in ("ResourceProperties", "OldResourceProperties"))
+    return new is not None and old is not None and new < old
+
+
+def _synth_time(properties: object) -> datetime | None:
+    """The ``Trigger`` property as a timezone-aware time; None when it is not one (an asset hash, missing)."""
+    value = properties.get(TRIGGER) if isinstance(properties, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _migrate(request: Request, context: LambdaContext, invocation: Invocation) -> Progress:
     """One run, measured: every failure is logged and counted, so one alarm covers every failed deploy."""
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
     started = time.perf_counter()
-    logger.append_keys(request_type=request.request_type, stage=stage)
+    logger.append_keys(request_type=request.request_type, stage=invocation.stage)
     ran: list[MigrationOutcome] = []
     try:
-        result, complete = _run(deadline, ran.append, ensure_roles=ensure_roles, lint_first=lint_first)
+        result, complete = _run(deadline, ran.append, invocation)
     except Exception as error:
         _log_failure(error)
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
+        _cap_reason(error)
         raise
     else:
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=0)
@@ -168,11 +250,14 @@ def _migrate(request: Request, context: LambdaContext, *, stage: str, ensure_rol
     )
 
 
-def _run(
-    deadline: float, on_ran: Callable[[MigrationOutcome], None], *, ensure_roles: bool, lint_first: bool
-) -> tuple[RunResult, bool]:
-    """Secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles."""
+def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation: Invocation) -> tuple[RunResult, bool]:
+    """Secrets, connection, lint (if asked and on), migrations up to the deadline, then (if asked) roles.
+
+    ``deadline`` is this invocation's; migrations and roles also stop at the run budget's (`_budget_deadline`).
+    """
     settings = Settings.from_env()
+    budget = _budget_deadline(settings, invocation.started)
+    work_deadline = min(deadline, budget)
     client = credentials.secrets_client()
     admin = credentials.read_admin_login(client, settings.admin_secret_arn, BY_NAME["admin_secret_arn"].env)
     users = _read_app_users(client, settings)
@@ -185,8 +270,9 @@ def _run(
         )
 
     with closing(connect(admin, settings, deadline=deadline, application_name=RUNNER_NAME)) as conn:
-        engine = Engine(conn, settings.migrations_dir, _engine_options(settings, deadline), on_migration)
-        vet = _lint_vet(conn.server_version, settings) if lint_first and settings.lint_before_apply else None
+        engine = Engine(conn, settings.migrations_dir, _engine_options(settings, work_deadline), on_migration)
+        lint_first = invocation.lint_first and settings.lint_before_apply
+        vet = _lint_vet(conn.server_version, settings) if lint_first else None
         result = engine.up(vet=vet)
         if result.adopted:
             logger.info(
@@ -201,9 +287,36 @@ def _run(
                 extra={"ahead": result.ahead},
             )
         complete = not result.pending
-        if complete and ensure_roles:
-            complete = _ensure_roles(conn, users, deadline)
+        if complete and invocation.ensure_roles:
+            complete = _ensure_roles(conn, users, work_deadline)
+    if not complete and budget - time.monotonic() < EngineOptions.start_margin_seconds:
+        raise _budget_spent(settings, result, invocation)
     return result, complete
+
+
+def _budget_deadline(settings: Settings, run_started: float) -> float:
+    """The run budget's end as a ``time.monotonic()`` value, less the response margin (no budget: never)."""
+    if settings.run_budget_seconds is None:
+        return math.inf
+    left = run_started + settings.run_budget_seconds - time.time()
+    return time.monotonic() + left - RESPONSE_MARGIN_SECONDS
+
+
+def _budget_spent(settings: Settings, result: RunResult, invocation: Invocation) -> RunBudgetError:
+    """Fail now rather than poll on: CloudFormation gives up at one hour and would report only a timeout."""
+    before = len(result.already_applied) if invocation.applied_before is None else invocation.applied_before
+    applied = len(result.already_applied) + len(result.adopted) + len(result.ran) - before
+    left = (
+        f"{len(result.pending)} left (next: {result.pending[0].name})"
+        if result.pending
+        else "none left, but the application roles were not ensured"
+    )
+    return RunBudgetError(
+        f"the run's time budget is spent (RUN_BUDGET_SECONDS={settings.run_budget_seconds} s from on_event's"
+        f" start; CloudFormation waits one hour): {applied} migration(s) applied by this deploy, {left}. What was"
+        " applied stays applied; the next deploy continues with the rest",
+        migration=result.pending[0].name if result.pending else None,
+    )
 
 
 def _read_app_users(client: Any, settings: Settings) -> list[roles.AppUser]:
@@ -282,3 +395,15 @@ def _log_failure(error: Exception) -> None:
             "reason": str(error),
         },
     )
+
+
+def _cap_reason(error: Exception) -> None:
+    """Cut the message the runtime hands the framework (``str(error)``) so the response fits CloudFormation's 4 KB.
+
+    The exception itself is kept, its type and fields too; only its text is shortened (the log line has it whole).
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    message = str(error)
+    capped = reason.cap(message, keep=f"(SQLSTATE {sqlstate})" if sqlstate else "")
+    if capped != message:
+        error.args = (capped,)

@@ -128,6 +128,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="RUN_BUDGET_SECONDS", minimum=1,
     ),
     Setting(
+        "lambda_function", str, None,
+        "the deployed migration function (output MigrationFunctionName): the CLI runs status, check, unlock,"
+        " up --dry-run and (with --confirm) down, repair, baseline and unlock --terminate in it",
+        env="DB_MIGRATIONS_LAMBDA", flag="--lambda",
+    ),
+    Setting(
         "service_name", str, "db-migrations", "the `service` of every log line and metric",
         env="POWERTOOLS_SERVICE_NAME",
     ),
@@ -163,6 +169,7 @@ class Settings:
     ca_bundle: str | None
     connect_timeout_seconds: int
     run_budget_seconds: int | None
+    lambda_function: str | None
     service_name: str
     metrics_namespace: str
     log_level: str

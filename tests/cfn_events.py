@@ -10,6 +10,7 @@ CloudFormation passes every resource property as a string, and repeats ServiceTo
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -79,3 +80,33 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(int((self._ends_at - time.monotonic()) * 1000), 0)
+
+
+# The JavaScript frames Node.js adds to the framework's Error (Error.stackTraceLimit is 10); cfn-response.js sends
+# ``e.stack`` as the Reason. Ten long frames: more than the framework's real four, to budget for the worst.
+FRAMEWORK_FRAMES = tuple(
+    f"    at async Runtime.handler (/var/task/node_modules/aws-cdk-lib/custom-resources/lib/provider-framework"
+    f"/runtime/cfn-response.js:1:{1676 + frame})"
+    for frame in range(10)
+)
+
+
+def failure_response(request: dict[str, Any], error_message: str, function_name: str) -> bytes:
+    """The body the framework PUTs to CloudFormation when the user function failed with ``error_message``.
+
+    framework.js ``invokeUserFunction``: ``new Error([errorMessage, "", "Logs: /aws/lambda/" + name, ""].join("\\n"))``;
+    cfn-response.js ``submitResponse``: ``JSON.stringify({Status, Reason: e.stack, StackId, RequestId,
+    PhysicalResourceId, LogicalResourceId})`` (NoEcho and Data undefined, so absent). A failed Create has no
+    physical id: the framework sends its CREATE_FAILED marker.
+    """
+    message = "\n".join([error_message, "", f"Logs: /aws/lambda/{function_name}", ""])
+    body = {
+        "Status": "FAILED",
+        "Reason": "\n".join([f"Error: {message}", *FRAMEWORK_FRAMES]),
+        "StackId": request["StackId"],
+        "RequestId": request["RequestId"],
+        "PhysicalResourceId": request.get("PhysicalResourceId")
+        or "AWSCDK::CustomResourceProviderFramework::CREATE_FAILED",
+        "LogicalResourceId": request["LogicalResourceId"],
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import time
@@ -23,11 +24,12 @@ from moto import mock_aws
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from lambda_db_setup import handler
+from lambda_db_setup import handler, lock, reason
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     ConfigurationError,
     ConnectError,
+    EventError,
     LintRefusedError,
     MigrationFailedError,
     OrderError,
@@ -182,7 +184,13 @@ def test_on_event_hands_is_complete_the_count_it_started_from(deployment: Deploy
     names = three_migrations(deployment.migrations_dir)
     event = cfn_events.create()
     result = handler.on_event(event, LambdaContext())
-    assert result == {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    started = result[handler.RUN_STARTED]
+    assert result == {
+        "PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID,
+        handler.APPLIED_BEFORE: 0,
+        handler.RUN_STARTED: started,
+    }
+    assert time.time() - 60 < started <= time.time()  # where the run's budget counts from
     assert applied_names(deployment.conn) == names  # plenty of time: on_event did all the migrations
     answer = handler.is_complete(cfn_events.is_complete_event(event, result), LambdaContext())
     assert answer == {"IsComplete": True, "Data": {"AppliedCount": "3", "LastMigration": names[-1]}}
@@ -272,6 +280,55 @@ def test_failing_migration_fails_with_its_name_and_leaves_nothing_of_it(
     assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([1.0], [1.0])
 
 
+RESPONSE_LIMIT = 4096  # bytes CloudFormation accepts for a custom resource's response
+LONGEST_FUNCTION_NAME = "F" * 64  # Lambda's limit: the framework names it in the Reason (Logs: /aws/lambda/...)
+WORST_STACK_ID = cfn_events.STACK_ID.replace("/DbStack/", f"/{'S' * 128}/")  # stack names run to 128 characters
+LISTED_IDS = ", ".join(str(uuid.UUID(int=n * 7919)) for n in range(150))  # the 6.6 KB failure: 150 ids listed
+UNICODE_TEXT = 'Zeile für Zeile: 件名「移行」は失敗 "quoted" \\ back\\slash ✓ ' * 120  # 2-4 bytes a character, escapes
+
+
+def raising_migration(directory: Path, name: str, message: str) -> None:
+    literal = message.replace("'", "''")
+    write_sql(directory, name, f"DO $$ BEGIN RAISE EXCEPTION '%', '{literal}'; END $$;")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("1700000000000_check_ids", f"ids still referenced: {LISTED_IDS}"),
+        ("1700000000000_" + "a_very_long_migration_name_" * 8 + "end", f"ids still referenced: {LISTED_IDS}"),
+        ("1700000000000_" + "multi_byte_" * 20, UNICODE_TEXT),  # file names are ASCII snake_case
+    ],
+    ids=["long-message", "long-file-name", "multi-byte"],
+)
+def test_a_long_failure_fits_cloudformations_response_limit(
+    deployment: Deployment, logs: io.StringIO, name: str, message: str
+) -> None:
+    raising_migration(deployment.migrations_dir, name, message)
+    request = {**cfn_events.create(), "StackId": WORST_STACK_ID, "LogicalResourceId": "L" * 255}
+    with pytest.raises(MigrationFailedError) as raised:
+        handler.on_event(request, LambdaContext())
+    reason = str(raised.value)
+    size = len(cfn_events.failure_response(request, reason, LONGEST_FUNCTION_NAME))
+    assert size < RESPONSE_LIMIT
+    assert reason.startswith(f"{name}.sql: ")  # the file first
+    assert "(SQLSTATE P0001)" in reason
+    assert re.search(r" … \[cut, [\d,]+ more characters: see the log line\]", reason)
+    assert raised.value.migration == name and raised.value.sqlstate == "P0001"  # the error is still the same one
+    failure = next(line for line in log_lines(logs) if line["message"] == "migration run failed")
+    assert message.strip()[-60:] in failure["reason"]  # the whole text is in the log line
+    assert "[cut," not in failure["reason"]
+
+
+def test_a_short_failure_is_left_as_it_is() -> None:
+    assert reason.cap("1700000000000_x.sql: division by zero (SQLSTATE 22012)") == (
+        "1700000000000_x.sql: division by zero (SQLSTATE 22012)"
+    )
+    capped = reason.cap("x" * 5000)
+    assert capped.endswith(f"[cut, {5000 - capped.index(' …'):,} more characters: see the log line]")
+    assert reason.json_bytes(capped) <= reason.REASON_MAX_BYTES
+
+
 def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     three_migrations(deployment.migrations_dir)
     deployment.secrets.delete_secret(SecretId=deployment.app_tc_secret_arn, ForceDeleteWithoutRecovery=True)
@@ -317,6 +374,76 @@ def test_rollback_update_with_older_migrations_succeeds_with_a_warning(
     warnings = [line for line in log_lines(logs) if line["level"] == "WARNING"]
     assert warnings and all(line["ahead"] == [names[2]] for line in warnings)
     assert "the database is ahead of this code" in warnings[0]["message"]
+
+
+SYNTH_TIMES = ("2024-06-01T10:00:00.000001+00:00", "2024-06-01T11:30:00.000002+00:00")  # older, newer
+
+
+def rollback_event(physical_resource_id: str = handler.PHYSICAL_RESOURCE_ID) -> dict[str, Any]:
+    """What CloudFormation sends in UPDATE_ROLLBACK_IN_PROGRESS: the previous properties new, the failed ones old."""
+    older, newer = SYNTH_TIMES
+    return cfn_events.update(
+        physical_resource_id, {"Trigger": older, "MigrationsHash": "a1"}, {"Trigger": newer, "MigrationsHash": "b2"}
+    )
+
+
+def _no_database(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a rollback must not read secrets or connect")
+
+
+def _rolls_back_at_once(event: dict[str, Any]) -> None:
+    started = time.monotonic()
+    first = handler.on_event(event, LambdaContext())
+    answer = handler.is_complete(cfn_events.is_complete_event(event, first), LambdaContext())
+    assert time.monotonic() - started < 2.0
+    assert first["PhysicalResourceId"] == handler.PHYSICAL_RESOURCE_ID
+    assert answer == {"IsComplete": True, "Data": {"AppliedCount": "0", "LastMigration": ""}}
+
+
+def test_rollback_with_the_lock_held_succeeds_at_once_touching_nothing(
+    deployment: Deployment, database_url: str, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create())
+    holder = psycopg2.connect(database_url, application_name="lambda_db_setup (the failed run)")
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(lock.TRY_LOCK, {"lock_id": lock.LOCK_ID})
+            assert cursor.fetchone() == (True,)
+        monkeypatch.setattr(handler.credentials, "secrets_client", _no_database)
+        monkeypatch.setattr(handler, "connect", _no_database)
+        _rolls_back_at_once(rollback_event())
+    finally:
+        holder.close()
+    assert applied_names(deployment.conn) == names
+    (line,) = [line for line in log_lines(logs) if line.get("outcome") == "rollback"]
+    assert line["trigger"] == SYNTH_TIMES[0] and line["rolled_back_trigger"] == SYNTH_TIMES[1]
+    assert "rollback update: nothing to do" in line["message"]
+
+
+def test_rollback_with_the_database_unreachable_succeeds_at_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(handler.credentials, "secrets_client", _no_database)
+    monkeypatch.setattr(handler, "connect", _no_database)
+    _rolls_back_at_once(rollback_event())
+
+
+@pytest.mark.parametrize(
+    ("properties", "old_properties", "expected"),
+    [
+        ({"Trigger": SYNTH_TIMES[0]}, {"Trigger": SYNTH_TIMES[1]}, True),  # back in time: rollback
+        ({"Trigger": SYNTH_TIMES[1]}, {"Trigger": SYNTH_TIMES[0]}, False),  # forward: a deploy
+        ({"Trigger": SYNTH_TIMES[0]}, {"Trigger": SYNTH_TIMES[0]}, False),  # same template again
+        ({"Trigger": "5f0c" * 16}, {"Trigger": "9a1b" * 16}, False),  # content-hash: no order, a deploy
+        ({"Trigger": SYNTH_TIMES[0]}, {}, False),  # the previous template had no Trigger
+        ({"Trigger": "2024-06-01T10:00:00"}, {"Trigger": SYNTH_TIMES[1]}, False),  # no time zone: not ours
+    ],
+)
+def test_rollback_rule(properties: dict[str, str], old_properties: dict[str, str], expected: bool) -> None:
+    assert handler.is_rollback(cfn_events.update("db-migrations", properties, old_properties)) is expected
+    assert handler.is_rollback({**cfn_events.create(properties), "OldResourceProperties": old_properties}) is False
 
 
 def test_schema_built_before_tracking_is_adopted_on_deploy(deployment: Deployment, logs: io.StringIO) -> None:
@@ -433,7 +560,11 @@ def test_is_complete_applies_the_rest_of_what_on_event_linted(
     write_sql(deployment.migrations_dir, "1700000000000_create_items", ITEMS)
     write_sql(deployment.migrations_dir, "1700000001000_index_items", INDEX_ITEMS)
     Engine(deployment.conn, deployment.migrations_dir).up(1)  # as if on_event had had time for one only
-    started = {"PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID, handler.APPLIED_BEFORE: 0}
+    started = {
+        "PhysicalResourceId": handler.PHYSICAL_RESOURCE_ID,
+        handler.APPLIED_BEFORE: 0,
+        handler.RUN_STARTED: time.time(),
+    }
     answer = handler.is_complete(cfn_events.is_complete_event(cfn_events.create(), started), LambdaContext())
     assert answer["Data"] == {"AppliedCount": "2", "LastMigration": "1700000001000_index_items"}
     assert not [line for line in log_lines(logs) if "lint_report" in line]
@@ -456,6 +587,46 @@ def test_too_little_time_starts_nothing_and_the_next_poll_finishes(deployment: D
         "IsComplete": True,
         "Data": {"AppliedCount": "3", "LastMigration": names[-1]},
     }
+
+
+def test_the_run_budget_spent_on_a_poll_fails_with_what_was_applied_and_what_is_left(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = three_migrations(deployment.migrations_dir)
+    monkeypatch.setenv("RUN_BUDGET_SECONDS", "3480")
+    event = cfn_events.create()
+    started = handler.on_event(event, LambdaContext(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN - 1))
+    assert applied_names(deployment.conn) == []  # on_event had no time to start one
+    an_hour_ago = {**started, handler.RUN_STARTED: time.time() - 3600}  # as if the polls had taken that long
+    began = time.monotonic()
+    with pytest.raises(handler.RunBudgetError) as raised:
+        handler.is_complete(cfn_events.is_complete_event(event, an_hour_ago), LambdaContext())
+    assert time.monotonic() - began < 5  # failed at once, without starting a migration
+    assert str(raised.value) == (
+        "the run's time budget is spent (RUN_BUDGET_SECONDS=3480 s from on_event's start; CloudFormation waits one"
+        f" hour): 0 migration(s) applied by this deploy, 3 left (next: {names[0]}). What was applied stays"
+        " applied; the next deploy continues with the rest"
+    )
+    assert applied_names(deployment.conn) == []
+
+
+def test_the_run_budget_stops_on_event_between_migrations(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_sql(deployment.migrations_dir, "1700000000000_quick", "CREATE TABLE quick (id int);")
+    write_sql(deployment.migrations_dir, "1700000001000_slow", "SELECT pg_sleep(3);")
+    write_sql(deployment.migrations_dir, "1700000002000_later", "CREATE TABLE later (id int);")
+    # 17 s budget - 5 s response margin = 12 s: both first two start with 10 s left; after the sleep, less
+    monkeypatch.setenv("RUN_BUDGET_SECONDS", str(int(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN + 2)))
+    with pytest.raises(handler.RunBudgetError, match=r": 2 migration\(s\) applied by this deploy, 1 left \(next"):
+        handler.on_event(cfn_events.create(), LambdaContext())  # 900 s of its own: the budget is what stops it
+    assert applied_names(deployment.conn) == ["1700000000000_quick", "1700000001000_slow"]
+
+
+def test_is_complete_without_the_run_start_is_refused() -> None:
+    event = cfn_events.is_complete_event(cfn_events.create(), {handler.APPLIED_BEFORE: 0})
+    with pytest.raises(EventError, match=f"no {handler.RUN_STARTED} time"):
+        handler.is_complete(event, LambdaContext())
 
 
 def test_deadline_stops_between_migrations_and_polls_continue(deployment: Deployment) -> None:

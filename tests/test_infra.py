@@ -438,6 +438,7 @@ def test_outputs_for_operators(synth: Synth) -> None:
     proxy_group = database.proxy.connections.security_groups[0].security_group_id
     assert outputs["ProxySecurityGroupId"]["Value"] == synth.ref(proxy_group)
     assert outputs["VpcId"]["Value"] == synth.ref(synth.stack.network.vpc.vpc_id)
+    assert outputs["MigrationFunctionName"]["Value"] == synth.ref(synth.stack.migrations.on_event.function_name)
     assert outputs["AlarmTopicArn"]["Value"] == synth.ref(synth.stack.alarm.topic.topic_arn)
 
 
