@@ -76,7 +76,7 @@ def decide(failure: Failure, policy: RetryPolicy) -> Retry | MigrationFailedErro
     hint = TRANSACTION_ENDED_HINT if failure.sqlstate == INVALID_TRANSACTION_TERMINATION else ""
     return MigrationFailedError(
         f"{failure.migration.file_name}: {failure.pg_message} (SQLSTATE {failure.sqlstate}) in:"
-        f" {statement_excerpt(failure.statement)}{hint}{notes}{failure.pg_detail}",
+        f" {statement_excerpt(failure.statement)}{failure.pg_detail}{hint}{notes}",
         **failure.error_fields(),
     )
 

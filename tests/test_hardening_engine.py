@@ -364,7 +364,7 @@ def test_a_failed_concurrent_unique_index_is_never_recorded(conn, migrations_dir
     with pytest.raises(MigrationFailedError) as first:
         engine.up()
     assert "(SQLSTATE 23505) in: CREATE UNIQUE INDEX" in str(first.value)
-    assert str(first.value).endswith("; DETAIL: Key (code)=(a) is duplicated.")
+    assert "codes (code); DETAIL: Key (code)=(a) is duplicated.; INVALID index(es) left" in str(first.value)
     for _ in range(2):  # on every run, although IF NOT EXISTS now skips the build
         with pytest.raises(MigrationFailedError, match=r"^1000_unique\.sql: INVALID index\(es\) codes_code "):
             engine.up()
