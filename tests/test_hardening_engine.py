@@ -26,6 +26,7 @@ from lambda_db_setup.errors import (
     MigrationFailedError,
     MigrationFileError,
     RunInterrupted,
+    SchemaMismatchError,
     TrackingTableError,
 )
 from lambda_db_setup.results import Action
@@ -164,6 +165,26 @@ def test_a_hostile_database_search_path_changes_nothing_the_engine_reads(conn, d
     assert query(conn, "SELECT name FROM public.pgmigrations") == [("1000_a",)]
     assert query(conn, "SELECT name FROM elsewhere.pgmigrations") == [("1000_a",)]  # the decoy is untouched
     assert tables(conn) == {"elsewhere.a"} and lock_is_free(conn)
+
+
+def test_baseline_compares_the_real_catalog_under_a_hostile_search_path(conn, database_url, migrations_dir) -> None:
+    query(
+        conn,
+        "CREATE SCHEMA elsewhere; CREATE TABLE public.a (id int, extra text);"
+        + "".join(
+            f" CREATE VIEW elsewhere.{name} AS SELECT * FROM pg_catalog.{name} WHERE false;"
+            for name in ("pg_class", "pg_namespace", "pg_constraint", "pg_indexes", "pg_tables")
+        ),
+    )
+    query(conn, f"ALTER DATABASE {conn.info.dbname} SET search_path = elsewhere, pg_catalog, public")
+    create_table_migration(migrations_dir, "1000_a", "a")
+    hostile = psycopg2.connect(database_url)
+    try:
+        with pytest.raises(SchemaMismatchError, match="extra"):
+            Engine(hostile, migrations_dir).baseline()
+    finally:
+        hostile.close()
+    assert applied_names(conn) == []
 
 
 # -- 3. rows in pgmigrations no command can trust ---------------------------------------------------
