@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from . import schema_check, tracking
@@ -199,8 +200,11 @@ class Engine:
 
 def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted:
     """What a Ctrl-C left: ``done`` steps finished, plus the one it hit if its COMMIT had already gone through."""
-    opened.session.rollback()
-    recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
+    try:
+        opened.session.rollback()
+        recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
+    except psycopg2.Error:  # the connection went with the interrupt: the migration it hit was not committed
+        recorded = {migration.name for migration, direction, _ in steps[done:] if direction == "down"}
     if done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):
         done += 1
     directions = {direction for _, direction, _ in steps}
@@ -209,4 +213,5 @@ def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted
         applied=[migration.name for migration, _, _ in steps[:done]],
         interrupted=steps[done][0].name if done < len(steps) else None,
         verb=verb,
+        partial=done < len(steps) and not steps[done][2].use_transaction,
     )

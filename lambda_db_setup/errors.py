@@ -123,9 +123,13 @@ class RunInterrupted(MigrationError):
     """Ctrl-C stopped a run: ``applied`` were done (``verb``: applied, reverted, run) before it; ``interrupted``
     was rolled back (None: Ctrl-C came between migrations). The lock was released with the session."""
 
-    def __init__(self, *, applied: list[str], interrupted: str | None, verb: str = "applied") -> None:
+    def __init__(
+        self, *, applied: list[str], interrupted: str | None, verb: str = "applied", partial: bool = False
+    ) -> None:
         done = f"{len(applied)} migration(s) {verb} ({', '.join(applied)})" if applied else f"no migration {verb}"
         left = f"; {interrupted} was not {verb}" if interrupted else ""
+        if partial:
+            left += " (it runs without a transaction: what its statements did before Ctrl-C stays; not recorded)"
         super().__init__(f"interrupted: {done}{left}", migration=interrupted)
         self.applied = applied
         self.interrupted = interrupted

@@ -82,7 +82,7 @@ class Executor:
             Action.WOULD_RUN if direction == "up" else Action.WOULD_REVERT,
             use_transaction=builder.use_transaction,
             sql=tuple(self.session.text(statement) for statement in builder.statements),
-            reversible=direction == "down" or migration.reversible,
+            reversible=direction == "down" or _reversible(migration),
         )
 
     def run(
@@ -279,6 +279,14 @@ class Executor:
         if error.pgcode == LOCK_NOT_AVAILABLE:
             failure = replace(failure, conflicts=tuple(conflicts(session, text)))
         return failure
+
+
+def _reversible(migration: Migration) -> bool:
+    """Whether a later ``down`` of it would run: a down that does not even build counts as irreversible."""
+    try:
+        return migration.reversible
+    except MigrationFileError:
+        return False
 
 
 def conflicts(session: Session, statement: str) -> list[tuple[str, int, str]]:
