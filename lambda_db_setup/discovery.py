@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Literal
 
 from .builder import MigrationBuilder
-from .errors import MigrationFileError
+from .errors import IrreversibleMigrationError, MigrationFileError
 from .sqltext import SqlSections, parse_sections, split_statements
 
 FILE_NAME = re.compile(r"^(?P<prefix>\d+)_(?P<description>[a-z0-9][a-z0-9_]*)\.(?P<kind>py|sql)$")
@@ -40,13 +40,6 @@ _DEFERRED_KINDS: tuple[tuple[Callable[[object], bool], str], ...] = (
 _TRANSLITERATION = str.maketrans(
     {"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "\u0131": "i"}
 )
-
-
-class IrreversibleMigrationError(MigrationFileError):
-    """The migration has no way back: no or an empty Down section, no down(), or a down() adding no SQL.
-
-    Lives here until errors.py takes it; it is a `MigrationFileError`, so existing handlers catch it.
-    """
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from . import schema_check, tracking
 from .builder import MigrationBuilder
-from .dataloss import refuse_data_loss
-from .discovery import Migration, discover
+from .dataloss import Guard, refuse_data_loss
+from .discovery import Direction, Migration, discover
+from .errors import RunInterrupted
 from .execute import Executor, OnMigration
 from .options import EngineOptions
 from .plan import Plan, make_plan
@@ -25,6 +27,7 @@ from .results import Action, BaselineResult, MigrationOutcome, RunResult
 from .session import Session, open_session
 
 Vet = Callable[[list[MigrationOutcome]], None]  # sees the rendered pending migrations; raises to refuse
+Step = tuple[Migration, Direction, MigrationBuilder]  # one migration to run, which way, its built SQL
 
 
 @dataclass(frozen=True)
@@ -79,40 +82,40 @@ class Engine:
                 targets, builders = targets[len(adopted) :], builders[len(adopted) :]
             if not plan.table_exists:
                 tracking.ensure_table(opened.session.cursor)
-            for index, (migration, builder) in enumerate(zip(targets, builders, strict=True)):
-                if self.options.out_of_time():
-                    result.pending = targets[index:]
-                    break
-                result.outcomes.append(executor.run(migration, "up", builder))
+            self._run(opened, result, [(m, "up", b) for m, b in zip(targets, builders, strict=True)], deadline=True)
             return result
 
-    def down(self, count: int = 1, *, force: bool = False, dry_run: bool = False) -> RunResult:
-        """Revert the newest ``count`` applied migrations, newest first."""
+    def down(self, count: int = 1, *, to: str | None = None, force: bool = False, dry_run: bool = False) -> RunResult:
+        """Revert the newest ``count`` applied migrations (or down to and including ``to``), newest first."""
+        with self._open(take_lock=not dry_run) as opened:
+            opened.plan.check(allow_ahead=False)
+            steps = self._steps(opened, opened.plan.down_targets(count, to), "down")
+            if dry_run:
+                return RunResult(outcomes=[opened.executor.render(*step) for step in steps], dry_run=True)
+            result = RunResult()
+            self._run(opened, result, steps, guard=self._guard(opened, steps, force=force))
+            return result
+
+    def redo(self, count: int = 1, *, force: bool = False, dry_run: bool = False) -> RunResult:
+        """Revert and re-apply the newest ``count`` migrations under one lock (tests a down/up pair).
+
+        Every down and up is built before any runs; a dry run renders both and takes no lock.
+        """
         with self._open(take_lock=not dry_run) as opened:
             opened.plan.check(allow_ahead=False)
             targets = opened.plan.down_targets(count)
-            builders = [opened.executor.prepare(migration, "down") for migration in targets]
+            downs = self._steps(opened, targets, "down")
+            steps = downs + self._steps(opened, list(reversed(targets)), "up")
             if dry_run:
-                rendered = [opened.executor.render(m, "down", b) for m, b in zip(targets, builders, strict=True)]
-                return RunResult(outcomes=rendered, dry_run=True)
-            return RunResult(outcomes=self._revert(opened, targets, builders, force=force))
-
-    def redo(self, count: int = 1, *, force: bool = False) -> RunResult:
-        """Revert and re-apply the newest ``count`` migrations under one lock (tests a down/up pair)."""
-        with self._open(take_lock=True) as opened:
-            opened.plan.check(allow_ahead=False)
-            targets = opened.plan.down_targets(count)
-            down_builders = [opened.executor.prepare(migration, "down") for migration in targets]
-            again = list(reversed(targets))
-            up_builders = [opened.executor.prepare(migration, "up") for migration in again]  # all valid first
-            result = RunResult(outcomes=self._revert(opened, targets, down_builders, force=force))
-            for migration, builder in zip(again, up_builders, strict=True):
-                result.outcomes.append(opened.executor.run(migration, "up", builder))
+                return RunResult(outcomes=[opened.executor.render(*step) for step in steps], dry_run=True)
+            result = RunResult()
+            self._run(opened, result, steps, guard=self._guard(opened, downs, force=force))
             return result
 
     def repair(self) -> list[str]:
         """Accept the current content of applied files: record their checksums (after a reviewed edit)."""
         with self._open(take_lock=True) as opened:
+            opened.plan.refuse_problems()
             by_name = opened.plan.by_name
             repaired = [
                 row.name
@@ -162,14 +165,53 @@ class Engine:
         tracking.record_all(opened.session.cursor, [(migration.name, migration.checksum) for migration in migrations])
 
     @staticmethod
-    def _revert(
-        opened: Opened, targets: list[Migration], builders: list[MigrationBuilder], *, force: bool
-    ) -> list[MigrationOutcome]:
-        """Run the ``down`` of each target; all are checked for data loss before the first runs."""
-        if not force:
-            for migration, builder in zip(targets, builders, strict=True):
-                refuse_data_loss(opened.session, migration, builder)
-        return [
-            opened.executor.run(migration, "down", builder)
-            for migration, builder in zip(targets, builders, strict=True)
-        ]
+    def _steps(opened: Opened, targets: list[Migration], direction: Direction) -> list[Step]:
+        return [(migration, direction, opened.executor.prepare(migration, direction)) for migration in targets]
+
+    @staticmethod
+    def _guard(opened: Opened, downs: list[Step], *, force: bool) -> Guard | None:
+        """Unless forced: refuse a down whose SQL drops tables with rows (all checked before the first runs),
+        then snapshot the tables with rows so each transactional down is checked again before COMMIT."""
+        if force or not downs:
+            return None
+        for migration, _, builder in downs:
+            refuse_data_loss(opened.session, migration, builder)
+        return Guard.take(opened.session)
+
+    @staticmethod
+    def _run(
+        opened: Opened, result: RunResult, steps: list[Step], *, guard: Guard | None = None, deadline: bool = False
+    ) -> None:
+        """Run the steps in order (with ``deadline``, stop before one that could not finish in time).
+
+        Ctrl-C becomes `RunInterrupted`: the migration it hit was rolled back; the lock goes with the session.
+        """
+        before = len(result.outcomes)
+        try:
+            for index, (migration, direction, builder) in enumerate(steps):
+                if deadline and opened.session.options.out_of_time():
+                    result.pending = [step[0] for step in steps[index:]]
+                    return
+                down_guard = guard if direction == "down" else None
+                result.outcomes.append(opened.executor.run(migration, direction, builder, down_guard))
+        except KeyboardInterrupt:
+            raise _interrupted(opened, steps, len(result.outcomes) - before) from None
+
+
+def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted:
+    """What a Ctrl-C left: ``done`` steps finished, plus the one it hit if its COMMIT had already gone through."""
+    try:
+        opened.session.rollback()
+        recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
+    except psycopg2.Error:  # the connection went with the interrupt: the migration it hit was not committed
+        recorded = {migration.name for migration, direction, _ in steps[done:] if direction == "down"}
+    if done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):
+        done += 1
+    directions = {direction for _, direction, _ in steps}
+    verb = "applied" if directions == {"up"} else "reverted" if directions == {"down"} else "run"
+    return RunInterrupted(
+        applied=[migration.name for migration, _, _ in steps[:done]],
+        interrupted=steps[done][0].name if done < len(steps) else None,
+        verb=verb,
+        partial=done < len(steps) and not steps[done][2].use_transaction,
+    )

@@ -41,6 +41,10 @@ class MigrationFileError(MigrationError):
     """A migration file cannot be used: bad name, unreadable, no `up`, bad SQL sections, import error."""
 
 
+class IrreversibleMigrationError(MigrationFileError):
+    """The migration has no way back: no or an empty Down section, no down(), or a down() adding no SQL."""
+
+
 class OrderError(MigrationError):
     """Applied migrations and files disagree: a file is missing, or a new file sorts before an applied one."""
 
@@ -54,7 +58,7 @@ class DriftError(MigrationError):
 
 
 class TrackingTableError(MigrationError):
-    """The ``pgmigrations`` table exists but does not have the shape node-pg-migrate gives it."""
+    """``pgmigrations`` has an unexpected shape or rows no run can trust (duplicates, NULL or odd run_on)."""
 
 
 class SchemaMismatchError(MigrationError):
@@ -112,7 +116,23 @@ class LockContentionError(MigrationFailedError):
 
 
 class DataLossError(MigrationError):
-    """A `down` would drop tables that still hold rows; it needs an explicit force."""
+    """A `down` would drop or empty tables that still hold rows; it needs an explicit force."""
+
+
+class RunInterrupted(MigrationError):
+    """Ctrl-C stopped a run: ``applied`` were done (``verb``: applied, reverted, run) before it; ``interrupted``
+    was rolled back (None: Ctrl-C came between migrations). The lock was released with the session."""
+
+    def __init__(
+        self, *, applied: list[str], interrupted: str | None, verb: str = "applied", partial: bool = False
+    ) -> None:
+        done = f"{len(applied)} migration(s) {verb} ({', '.join(applied)})" if applied else f"no migration {verb}"
+        left = f"; {interrupted} was not {verb}" if interrupted else ""
+        if partial:
+            left += " (it runs without a transaction: what its statements did before Ctrl-C stays; not recorded)"
+        super().__init__(f"interrupted: {done}{left}", migration=interrupted)
+        self.applied = applied
+        self.interrupted = interrupted
 
 
 class LintError(MigrationError):
@@ -128,3 +148,10 @@ def pg_message(error: BaseException) -> str:
     diag = getattr(error, "diag", None)
     text = ((diag.message_primary if diag is not None else None) or str(error)).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def pg_detail(error: BaseException) -> str:
+    """PostgreSQL's DETAIL (e.g. which key is duplicated) as ``"; DETAIL: …"`` on one line, or ``""``."""
+    diag = getattr(error, "diag", None)
+    detail = " ".join(((diag.message_detail if diag is not None else None) or "").split())
+    return f"; DETAIL: {detail}" if detail else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 import psycopg2
@@ -18,14 +19,20 @@ from psycopg2.sql import Composable
 
 from . import lock, tracking
 from .builder import MigrationBuilder
+from .dataloss import DATA_LOSS, Guard
 from .discovery import Direction, Migration
-from .errors import MigrationFailedError, MigrationFileError, pg_message
+from .errors import IrreversibleMigrationError, MigrationFailedError, MigrationFileError, pg_detail, pg_message
 from .failures import LOCK_NOT_AVAILABLE, Failure, Retry, RetryPolicy, decide, statement_excerpt
 from .results import Action, MigrationOutcome
 from .session import Session
 from .sqltext import identifiers, is_transaction_control, split_statements
 
 OnMigration = Callable[[MigrationOutcome], None]
+INVALID_NAMED = """
+    SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+    WHERE NOT i.indisvalid AND (ic.relname = ANY(%s) OR t.relname = ANY(%s)) ORDER BY 1
+"""
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,12 @@ class Executor:
 
     def prepare(self, migration: Migration, direction: Direction) -> MigrationBuilder:
         """Build the migration's SQL and refuse transaction control in one that runs in a transaction."""
-        builder = migration.build(direction)
+        try:
+            builder = migration.build(direction)
+        except IrreversibleMigrationError as error:
+            raise IrreversibleMigrationError(
+                f"{error}; down refused, nothing was changed", migration=migration.name
+            ) from error
         if builder.use_transaction:
             for statement in builder.statements:
                 text = self.session.text(statement)
@@ -70,16 +82,22 @@ class Executor:
             Action.WOULD_RUN if direction == "up" else Action.WOULD_REVERT,
             use_transaction=builder.use_transaction,
             sql=tuple(self.session.text(statement) for statement in builder.statements),
+            reversible=direction == "down" or _reversible(migration),
         )
 
-    def run(self, migration: Migration, direction: Direction, builder: MigrationBuilder) -> MigrationOutcome:
-        """Apply (up) or revert (down) one migration, retrying while `decide` says a retry is safe."""
+    def run(
+        self, migration: Migration, direction: Direction, builder: MigrationBuilder, guard: Guard | None = None
+    ) -> MigrationOutcome:
+        """Apply (up) or revert (down) one migration, retrying while `decide` says a retry is safe.
+
+        ``guard`` (a transactional down) checks before COMMIT that no table holding rows was dropped or emptied.
+        """
         started = time.perf_counter()
         attempt = Attempt()
         while True:
             try:
                 if builder.use_transaction:
-                    self._in_transaction(migration, direction, builder, attempt)
+                    self._in_transaction(migration, direction, builder, attempt, guard)
                 else:
                     self._without_transaction(migration, direction, builder, attempt)
                 break
@@ -99,9 +117,15 @@ class Executor:
         return outcome
 
     def _in_transaction(
-        self, migration: Migration, direction: Direction, builder: MigrationBuilder, attempt: Attempt
+        self,
+        migration: Migration,
+        direction: Direction,
+        builder: MigrationBuilder,
+        attempt: Attempt,
+        guard: Guard | None,
     ) -> None:
-        """BEGIN and a check that the lock is still ours travel with the first statement, the row with COMMIT."""
+        """BEGIN and a check that the lock is still ours travel with the first statement; the session reset,
+        the row, the data-loss guard and COMMIT with the last."""
         session = self.session
         opening = f"BEGIN; {lock.ASSERT_HELD}; "
         try:
@@ -118,7 +142,7 @@ class Executor:
                         f" ({statement_excerpt(session.text(statement))}); nothing of it was recorded",
                         migration=migration.name,
                     )
-            self._finish(migration, direction, in_transaction=True)
+            self._finish(migration, direction, guard=guard)
         except BaseException:
             session.rollback()
             raise
@@ -133,7 +157,9 @@ class Executor:
         try:
             for index, statement in enumerate(builder.statements):
                 if (timeout := session.options.deadline_timeout_ms()) is not None:
-                    session.cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout}ms",))
+                    session.cursor.execute(
+                        "SELECT pg_catalog.set_config('statement_timeout', %s, false)", (f"{timeout}ms",)
+                    )
                 self._execute(migration, statement, attempt, statements_before=index)
                 if session.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
                     session.rollback()
@@ -143,21 +169,50 @@ class Executor:
                         f" {index} statement(s) before it stay applied and it is not recorded",
                         migration=migration.name,
                     )
-            self._finish(migration, direction, in_transaction=False)
-        finally:
-            if session.options.deadline is not None and not session.conn.closed:
-                session.cursor.execute(
-                    "SELECT set_config('statement_timeout', %s, false)", (f"{session.options.statement_timeout_ms}ms",)
-                )
+            self._refuse_invalid_indexes(migration, builder)
+        except BaseException:
+            if not session.conn.closed:
+                with suppress(psycopg2.Error):  # the original error matters more
+                    session.rollback()
+                    session.cursor.execute(session.restore)
+            raise
+        self._finish(migration, direction, in_transaction=False)
 
-    def _finish(self, migration: Migration, direction: Direction, *, in_transaction: bool) -> None:
-        """Record (up) or remove (down) the migration's row, committing in the same round trip."""
+    def _refuse_invalid_indexes(self, migration: Migration, builder: MigrationBuilder) -> None:
+        """Fail a no-transaction migration while an index it names (or one on a table it names) is INVALID.
+
+        ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` skips an INVALID index a failed build left, so without
+        this the migration would be recorded with the index unusable. Sent with the session reset.
+        """
+        names = sorted({name for st in builder.statements for name in identifiers(self.session.text(st))})
+        self.session.cursor.execute(self.session.restore.replace("%", "%%") + "; " + INVALID_NAMED, (names, names))
+        invalid = [row[0] for row in self.session.cursor.fetchall()]
+        if invalid:
+            raise MigrationFailedError(
+                f"{migration.file_name}: INVALID index(es) {', '.join(invalid)} (a concurrent build failed or was"
+                " interrupted; IF NOT EXISTS skips it): the migration is not recorded; DROP INDEX CONCURRENTLY"
+                " them and run it again",
+                migration=migration.name,
+            )
+
+    def _finish(
+        self, migration: Migration, direction: Direction, *, in_transaction: bool = True, guard: Guard | None = None
+    ) -> None:
+        """Record (up) or remove (down) the migration's row; in a transaction, reset the session first and
+        check ``guard`` and COMMIT after it, all in the same round trip."""
+        session = self.session
+        around = (session.restore, guard.sql if guard else "") if in_transaction else ("", "")
         try:
             if direction == "up":
-                tracking.record(self.session.cursor, migration.name, migration.checksum, commit=in_transaction)
+                tracking.record(
+                    session.cursor, migration.name, migration.checksum, commit=in_transaction, around=around
+                )
             else:
-                tracking.remove(self.session.cursor, migration.name, commit=in_transaction)
+                tracking.remove(session.cursor, migration.name, commit=in_transaction, around=around)
         except psycopg2.Error as error:
+            if guard and error.pgcode == DATA_LOSS:
+                session.rollback()
+                raise guard.refusal(session, migration, error) from error
             if self.session.conn.closed:
                 raise MigrationFailedError(
                     f"{migration.file_name}: connection lost while committing it: whether it was applied is"
@@ -168,7 +223,7 @@ class Executor:
             message = pg_message(error)
             raise MigrationFailedError(
                 f"{migration.file_name}: {message} (SQLSTATE {error.pgcode}) when committing it;"
-                " nothing of it was applied",
+                f" nothing of it was applied{pg_detail(error)}",
                 migration=migration.name,
                 sqlstate=error.pgcode,
                 pg_message=message,
@@ -209,6 +264,7 @@ class Executor:
             statement=text,
             sqlstate=error.pgcode,
             pg_message=pg_message(error),
+            pg_detail=pg_detail(error),
             in_transaction=statements_before is None,
             statements_before=statements_before or 0,
             attempt=attempt.number,
@@ -225,15 +281,23 @@ class Executor:
         return failure
 
 
+def _reversible(migration: Migration) -> bool:
+    """Whether a later ``down`` of it would run: a down that does not even build counts as irreversible."""
+    try:
+        return migration.reversible
+    except MigrationFileError:
+        return False
+
+
 def conflicts(session: Session, statement: str) -> list[tuple[str, int, str]]:
     """Tables the failing statement names that other sessions hold locks on: (table, pid, application_name)."""
     session.cursor.execute(
         """
         SELECT DISTINCT n.nspname, c.relname, l.pid, coalesce(a.application_name, '')
-        FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+          AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
           AND c.relkind IN ('r', 'p', 'm')
         ORDER BY 2, 3
         """
@@ -247,5 +311,5 @@ def conflicts(session: Session, statement: str) -> list[tuple[str, int, str]]:
 
 
 def invalid_indexes(session: Session) -> list[str]:
-    session.cursor.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1")
+    session.cursor.execute("SELECT indexrelid::regclass::text FROM pg_catalog.pg_index WHERE NOT indisvalid ORDER BY 1")
     return [row[0] for row in session.cursor.fetchall()]

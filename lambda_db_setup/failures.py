@@ -29,6 +29,7 @@ class Failure:
     statement: str
     sqlstate: str | None
     pg_message: str
+    pg_detail: str = ""  # "; DETAIL: …" when PostgreSQL sent one (errors.pg_detail)
     connection_lost: bool = False
     in_transaction: bool = True
     statements_before: int = 0  # statements of a no-transaction migration that already ran (and stay applied)
@@ -75,7 +76,7 @@ def decide(failure: Failure, policy: RetryPolicy) -> Retry | MigrationFailedErro
     hint = TRANSACTION_ENDED_HINT if failure.sqlstate == INVALID_TRANSACTION_TERMINATION else ""
     return MigrationFailedError(
         f"{failure.migration.file_name}: {failure.pg_message} (SQLSTATE {failure.sqlstate}) in:"
-        f" {statement_excerpt(failure.statement)}{hint}{notes}",
+        f" {statement_excerpt(failure.statement)}{failure.pg_detail}{hint}{notes}",
         **failure.error_fields(),
     )
 

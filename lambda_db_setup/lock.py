@@ -20,22 +20,24 @@ from .settings import APPLICATION_NAME
 LOCK_ID = 7241865325823964  # node-pg-migrate's PG_MIGRATE_LOCK_ID, shared by every instance
 LOCK_CLASSID, LOCK_OBJID = divmod(LOCK_ID, 2**32)  # how pg_locks shows a bigint advisory key
 
+IDLE_GRACE_SECONDS = 30.0  # a runner idle for less than this may be between two statements: alive
 _OUR_LOCK = """
     locktype = 'advisory' AND classid = %(classid)s AND objid = %(objid)s AND objsubid = 1
-    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND granted
+    AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) AND granted
 """
-TRY_LOCK = "SELECT pg_try_advisory_lock(%(lock_id)s)"
+TRY_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(%(lock_id)s)"
 HOLDER = f"""
-    SELECT pid, coalesce(application_name, ''), to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'),
-           coalesce(state, 'unknown'), host(client_addr)
-    FROM pg_stat_activity
-    WHERE pid IN (SELECT pid FROM pg_locks WHERE {_OUR_LOCK})
+    SELECT pid, coalesce(application_name, ''), pg_catalog.to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'),
+           coalesce(state, 'unknown'), pg_catalog.host(client_addr),
+           extract(epoch FROM pg_catalog.clock_timestamp() - state_change)::float8
+    FROM pg_catalog.pg_stat_activity
+    WHERE pid IN (SELECT pid FROM pg_catalog.pg_locks WHERE {_OUR_LOCK})
 """
 # Sent with every migration's BEGIN: fails the migration if this session no longer holds the lock (a pooler
 # moved us to another backend, or the migration itself released it). Literal numbers only: no parameters.
-ASSERT_HELD = f"""DO $lock$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE {
+ASSERT_HELD = f"""DO $lock$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE {
     _OUR_LOCK.replace("%(classid)s", str(LOCK_CLASSID)).replace("%(objid)s", str(LOCK_OBJID))
-} AND pid = pg_backend_pid()) THEN RAISE EXCEPTION 'the migration lock is no longer held by this session'
+} AND pid = pg_catalog.pg_backend_pid()) THEN RAISE EXCEPTION 'the migration lock is no longer held by this session'
 USING HINT = 'a transaction-mode pooler or the migration itself (pg_advisory_unlock_all, DISCARD ALL) lost it';
 END IF; END $lock$"""
 _PARAMS = {"lock_id": LOCK_ID, "classid": LOCK_CLASSID, "objid": LOCK_OBJID}
@@ -50,11 +52,27 @@ class LockHolder:
     backend_start: str
     state: str
     client_addr: str | None
+    state_seconds: float | None = None  # how long it has been in ``state`` (pg_stat_activity.state_change)
 
     def describe(self) -> str:
         client = f", client {self.client_addr}" if self.client_addr else ""
         application = self.application_name or "(no application_name)"
-        return f"pid {self.pid} ({application}{client}, connected since {self.backend_start}, {self.state})"
+        return f"pid {self.pid} ({application}{client}, connected since {self.backend_start}, {self._state()})"
+
+    def _state(self) -> str:
+        if self.state_seconds is None:
+            return self.state
+        return f"{self.state} for {self.state_seconds:.1f} s"
+
+    def live_because(self, idle_grace_seconds: float) -> str | None:
+        """Why it may be a live run (None: it looks stale): mid-statement, mid-transaction or only just idle."""
+        if self.state == "active":
+            return "it is running a statement now"
+        if self.state.startswith("idle in transaction"):
+            return "it is inside a transaction"
+        if self.state == "idle" and (self.state_seconds is None or self.state_seconds < idle_grace_seconds):
+            return f"it has been idle for less than {idle_grace_seconds:g} s, so it may be between two statements"
+        return None
 
 
 def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -> None:
@@ -78,7 +96,7 @@ def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -
 
 def release(cursor: Cursor) -> bool:
     """Release the lock; False when this session did not hold it any more."""
-    cursor.execute("SELECT pg_advisory_unlock(%(lock_id)s)", _PARAMS)
+    cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%(lock_id)s)", _PARAMS)
     return bool(cursor.fetchone()[0])
 
 
@@ -90,26 +108,34 @@ def find_holder(cursor: Cursor) -> LockHolder | None:
 
 
 def terminate(
-    cursor: Cursor, holder: LockHolder, *, runner_prefix: str = APPLICATION_NAME, even_if_active: bool = False
+    cursor: Cursor,
+    holder: LockHolder,
+    *,
+    runner_prefix: str = APPLICATION_NAME,
+    even_if_active: bool = False,
+    idle_grace_seconds: float = IDLE_GRACE_SECONDS,
 ) -> None:
     """End a stale runner's session so its lock is released; refuse to end anything else.
 
-    A runner that is running a statement right now may be alive and mid-migration (a migration without a
-    transaction would stay half-applied), so that needs ``even_if_active``.
+    A runner that is running a statement, is inside a transaction, or went idle only moments ago may be a
+    live run between two statements (a migration without a transaction would stay half-applied), so that
+    needs ``even_if_active``. A session that is not a runner is never ended here: the SQL is shown instead.
     """
     if not holder.application_name.startswith(runner_prefix):
         raise LockError(
-            f"not terminating {holder.describe()}: it is not recognisable as a migration runner"
-            f" (application_name does not start with {runner_prefix!r}); end it yourself if you are sure",
+            f"not terminating {holder.describe()}; `SELECT pg_terminate_backend({holder.pid})` would end it:"
+            f" it is not recognisable as a migration runner (application_name does not start with"
+            f" {runner_prefix!r}); end it yourself if you are sure",
             holder=holder,
         )
-    if holder.state == "active" and not even_if_active:
+    live = holder.live_because(idle_grace_seconds)
+    if live and not even_if_active:
         raise LockError(
-            f"not terminating {holder.describe()}: it is running a statement now, so it may be a live run;"
+            f"not terminating {holder.describe()}: {live}, so it may be a live run;"
             " wait, or add --force if you know its client is gone",
             holder=holder,
         )
-    cursor.execute("SELECT pg_terminate_backend(%s, 5000)", (holder.pid,))
+    cursor.execute("SELECT pg_catalog.pg_terminate_backend(%s, 5000)", (holder.pid,))
     (terminated,) = cursor.fetchone()
     if not terminated:
         raise LockError(f"could not terminate {holder.describe()}", holder=holder)

@@ -5,12 +5,17 @@ No I/O but reading applied files for their checksums: the engine reads the rows,
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 from .discovery import Migration, parse_file_name
-from .errors import DriftError, MigrationFileError, OrderError
-from .tracking import AppliedRow
+from .errors import DriftError, MigrationFileError, OrderError, TrackingTableError
+from .tracking import SCHEMA, TABLE, AppliedRow
+
+TRACKING = f"{SCHEMA}.{TABLE}"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class Plan:
     drifted: list[str]
     out_of_order: tuple[str, str] | None
     by_name: dict[str, Migration] = field(repr=False)
+    problems: list[str] = field(default_factory=list)  # rows no command can trust; each says how to fix it
+
+    def refuse_problems(self) -> None:
+        """Refuse to change anything while ``pgmigrations`` holds rows that make its history ambiguous."""
+        if self.problems:
+            raise TrackingTableError(f"{'; '.join(self.problems)}; nothing was changed")
 
     def check(self, *, allow_ahead: bool) -> None:
         """Refuse to run on a history that does not match the files (node-pg-migrate's rules, plus drift)."""
@@ -47,6 +58,7 @@ class Plan:
                 f"Not run migration {not_run} is preceding already run migration {already_run}",
                 migration=not_run,
             )
+        self.refuse_problems()
         if self.drifted:
             raise DriftError(
                 f"applied migration file(s) changed since they ran: {', '.join(self.drifted)};"
@@ -63,9 +75,16 @@ class Plan:
             return self.pending[: names.index(to) + 1]
         return self.pending if count is None else self.pending[: max(count, 0)]
 
-    def down_targets(self, count: int) -> list[Migration]:
-        """The newest ``count`` applied migrations, newest first."""
-        return [self.by_name[row.name] for row in reversed(self.applied[-count:])] if count > 0 else []
+    def down_targets(self, count: int = 1, to: str | None = None) -> list[Migration]:
+        """The newest ``count`` applied migrations (or down to and including ``to``), newest first, in file order."""
+        applied = {row.name for row in self.applied}
+        newest_first = [migration for migration in reversed(self.migrations) if migration.name in applied]
+        if to is not None:
+            names = [migration.name for migration in newest_first]
+            if to not in names:
+                raise MigrationFileError(f"--to {to}: no applied migration has that name", migration=to)
+            return newest_first[: names.index(to) + 1]
+        return newest_first[: max(count, 0)]
 
 
 def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> Plan:
@@ -89,7 +108,51 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> 
         drifted=drifted,
         out_of_order=_first_out_of_order(migrations, applied_names),
         by_name=by_name,
+        problems=_duplicates(rows) + _bad_run_on(rows) or _run_on_order(migrations, rows),
     )
+
+
+def _duplicates(rows: list[AppliedRow]) -> list[str]:
+    """Names recorded more than once: which rows, and the DELETE keeping the oldest."""
+    ids: defaultdict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        ids[row.name].append(row.id)
+    problems = []
+    for name, found in ids.items():
+        if len(found) > 1:
+            extra = sorted(found)[1:]
+            where = f"id = {extra[0]}" if len(extra) == 1 else f"id IN ({', '.join(map(str, extra))})"
+            problems.append(
+                f"{TRACKING} has {len(found)} rows for {name} (ids {', '.join(map(str, sorted(found)))}):"
+                f" delete the duplicate (DELETE FROM {TRACKING} WHERE {where})"
+            )
+    return problems
+
+
+def _bad_run_on(rows: list[AppliedRow]) -> list[str]:
+    """Rows whose run_on is NULL or not a timestamp: their order, and so what `down` reverts, is unknown."""
+    return [
+        f"{TRACKING} row id {row.id} ({row.name}) has run_on {row.run_on!r}, not a timestamp: set it to when it"
+        f" ran (UPDATE {TRACKING} SET run_on = '...' WHERE id = {row.id})"
+        + (" and make the column timestamp NOT NULL" if row.run_on is None else "")
+        for row in rows
+        if not isinstance(row.run_on, datetime)
+    ]
+
+
+def _run_on_order(migrations: list[Migration], rows: list[AppliedRow]) -> list[str]:
+    """A row recorded (run_on, id) before a row whose file sorts earlier: node-pg-migrate would revert by
+    run_on, this engine by file order; rather than guess which was meant, it is reported."""
+    position = {migration.name: index for index, migration in enumerate(migrations)}
+    known = [row for row in rows if row.name in position]
+    for earlier, later in pairwise(known):
+        if position[later.name] < position[earlier.name]:
+            return [
+                f"{TRACKING} records {earlier.name} (id {earlier.id}, run_on {earlier.run_on}) before {later.name}"
+                f" (id {later.id}, run_on {later.run_on}) although its file sorts after: which to revert first is"
+                f" ambiguous; make run_on follow file order (UPDATE {TRACKING} SET run_on = ... WHERE id = ...)"
+            ]
+    return []
 
 
 def _first_out_of_order(migrations: list[Migration], applied_names: set[str]) -> tuple[str, str] | None:

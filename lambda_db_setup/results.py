@@ -28,6 +28,7 @@ class MigrationOutcome:
     attempts: int = 1  # more than 1 when lock contention made the engine run it again
     use_transaction: bool = True  # False for a migration that runs statement by statement (no_transaction)
     sql: tuple[str, ...] = ()  # the rendered statements, in a dry run
+    reversible: bool = True  # in an up dry run: False when a later `down` of it would be refused
 
     @property
     def name(self) -> str:

@@ -27,18 +27,19 @@ SNAPSHOT = """
            (row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text || ' ' || a.attname || ' '
            || format_type(a.atttypid, a.atttypmod) || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
            || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
     WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%(tables)s)
     UNION ALL
     SELECT c.relname, 'constraint', con.conname || ' ' || pg_get_constraintdef(con.oid)
-    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s)
     UNION ALL
     SELECT tablename, 'index',
            indexname || ' ' || replace(indexdef, ' ON ' || quote_ident(%(schema)s) || '.', ' ON ')
-    FROM pg_indexes WHERE schemaname = %(schema)s AND tablename = ANY(%(tables)s)
+    FROM pg_catalog.pg_indexes WHERE schemaname = %(schema)s AND tablename = ANY(%(tables)s)
 """
 
 
@@ -79,7 +80,7 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[
                         pg_message=message,
                     ) from error
         cursor.execute(
-            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "SELECT relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
             (SCRATCH_SCHEMA,),
         )
@@ -106,7 +107,8 @@ def adoptable(cursor: Cursor, targets: Sequence[Migration], builders: Sequence[M
     Anything in between is refused: applying over an unknown schema is a guess.
     """
     cursor.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename <> %s)", (tracking.TABLE,)
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'public' AND tablename <> %s)",
+        (tracking.TABLE,),
     )
     (has_tables,) = cursor.fetchone()
     leading = next((i for i, builder in enumerate(builders) if not builder.use_transaction), len(targets))

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
@@ -24,6 +25,9 @@ class Session:
     conn: Connection
     cursor: Cursor
     options: EngineOptions
+    # Undoes what a migration's plain SET / SET ROLE / set_config(..., false) left behind and re-applies the
+    # engine's settings, so every migration starts from the same state (DISCARD ALL would drop the lock).
+    restore: str = ""
 
     def rollback(self) -> None:
         """End a transaction left open (by a failure, or by a migration that opened one itself)."""
@@ -40,8 +44,12 @@ def open_session(conn: Connection, options: EngineOptions, *, take_lock: bool) -
     """Apply the session settings in one round trip, then (``take_lock``) hold the migration lock throughout."""
     conn.autocommit = True
     with conn.cursor() as cursor:
-        _apply_settings(conn, cursor, options)
-        session = Session(conn, cursor, options)
+        settings = _settings(conn, options)
+        cursor.execute(
+            "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+            [part for setting in settings.items() for part in setting],
+        )
+        session = Session(conn, cursor, options, restore=_restore(conn, settings))
         if not take_lock:
             yield session
             return
@@ -63,7 +71,7 @@ def open_session(conn: Connection, options: EngineOptions, *, take_lock: bool) -
             )
 
 
-def _apply_settings(conn: Connection, cursor: Cursor, options: EngineOptions) -> None:
+def _settings(conn: Connection, options: EngineOptions) -> dict[str, str]:
     settings = {
         "application_name": options.application_name,
         "lock_timeout": f"{options.lock_timeout_ms}ms",
@@ -73,7 +81,14 @@ def _apply_settings(conn: Connection, cursor: Cursor, options: EngineOptions) ->
         # A runner killed mid-statement: its backend notices the closed socket and rolls back now,
         # not when the statement ends, so the lock and the half-done migration go with it.
         settings["client_connection_check_interval"] = f"{options.client_check_interval_ms}ms"
-    cursor.execute(
-        "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
-        [part for setting in settings.items() for part in setting],
+    return settings
+
+
+def _restore(conn: Connection, settings: dict[str, str]) -> str:
+    """The SQL that returns the session to its opening state; literal values, so it can join any round trip."""
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in settings.items()
     )
+    reset = sql.SQL("RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SELECT {}").format(calls)
+    return reset.as_string(conn)

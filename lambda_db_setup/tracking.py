@@ -20,6 +20,7 @@ SCHEMA = "public"
 TABLE = "pgmigrations"
 QUALIFIED = sql.Identifier(SCHEMA, TABLE)
 REQUIRED_COLUMNS = ("id", "name", "run_on")
+Around = tuple[str, str]  # SQL sent in the same round trip before and after a row's INSERT/DELETE
 
 CREATE = sql.SQL(
     "CREATE TABLE IF NOT EXISTS {} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL,"
@@ -30,9 +31,6 @@ SELECT_APPLIED = sql.SQL("SELECT id, name, run_on, checksum FROM {} ORDER BY run
 SELECT_APPLIED_WITHOUT_CHECKSUM = sql.SQL("SELECT id, name, run_on, NULL FROM {} ORDER BY run_on, id").format(QUALIFIED)
 INSERT = sql.SQL("INSERT INTO {} (name, run_on, checksum) VALUES (%s, now(), %s)").format(QUALIFIED)
 DELETE = sql.SQL("DELETE FROM {} WHERE name = %s").format(QUALIFIED)
-# One simple query each: when the statement fails, PostgreSQL skips the COMMIT and the transaction stays aborted.
-INSERT_AND_COMMIT = sql.Composed([INSERT, sql.SQL("; COMMIT")])
-DELETE_AND_COMMIT = sql.Composed([DELETE, sql.SQL("; COMMIT")])
 SET_CHECKSUM = sql.SQL("UPDATE {} SET checksum = %s WHERE name = %s").format(QUALIFIED)
 
 
@@ -78,14 +76,29 @@ def ensure_table(cursor: Cursor) -> None:
     cursor.execute(CREATE)
 
 
-def record(cursor: Cursor, name: str, checksum: str | None, *, commit: bool = False) -> None:
+def record(cursor: Cursor, name: str, checksum: str | None, *, commit: bool = False, around: Around = ("", "")) -> None:
     """Insert the row; with ``commit``, also end the transaction in the same round trip."""
-    cursor.execute(INSERT_AND_COMMIT if commit else INSERT, (name, checksum))
+    cursor.execute(_with(INSERT, commit, around), (name, checksum))
 
 
-def remove(cursor: Cursor, name: str, *, commit: bool = False) -> None:
+def remove(cursor: Cursor, name: str, *, commit: bool = False, around: Around = ("", "")) -> None:
     """Delete the row; with ``commit``, also end the transaction in the same round trip."""
-    cursor.execute(DELETE_AND_COMMIT if commit else DELETE, (name,))
+    cursor.execute(_with(DELETE, commit, around), (name,))
+
+
+def _with(statement: sql.Composable, commit: bool, around: Around) -> sql.Composable:
+    """``statement`` between the engine's own SQL (``around``: before, after), in one simple query.
+
+    When any part fails, PostgreSQL skips the rest (the COMMIT too) and the transaction stays aborted.
+    """
+    before, after = (part.replace("%", "%%") for part in around)  # literal SQL beside query parameters
+    parts = [sql.SQL(f"{before}; ")] if before else []
+    parts.append(statement)
+    if after:
+        parts.append(sql.SQL(f"; {after}"))
+    if commit:
+        parts.append(sql.SQL("; COMMIT"))
+    return sql.Composed(parts)
 
 
 def record_all(cursor: Cursor, migrations: list[tuple[str, str | None]]) -> None:

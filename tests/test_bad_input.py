@@ -198,7 +198,7 @@ def test_down_missing_when_down_is_asked_for_changes_nothing(conn, migrations_di
     before = catalog(conn)
     with pytest.raises(MigrationFileError) as caught:
         Engine(conn, migrations_dir).down(2)
-    assert str(caught.value) == "2000_one_way.py: no down(pgm) function"
+    assert str(caught.value) == "2000_one_way.py: no down(pgm) function; down refused, nothing was changed"
     assert catalog(conn) == before  # 1000_reversible's down did not run either
 
 

@@ -139,7 +139,9 @@ def test_unlock_shows_holder_and_terminates_only_runners(database_url, migration
             pid = cursor.fetchone()[1]
         code, out, _ = run(capsys, database_url, migrations_dir, "unlock")
         assert code == EXIT_OK and f"held by pid {pid} (lambda_db_setup-stale" in out
-        code, out, _ = run(capsys, database_url, migrations_dir, "unlock", "--terminate")
+        code, _, err = run(capsys, database_url, migrations_dir, "unlock", "--terminate")
+        assert code == EXIT_FAILED and "it has been idle for less than 30 s" in err  # may be between statements
+        code, out, _ = run(capsys, database_url, migrations_dir, "unlock", "--terminate", "--force")
         assert code == EXIT_OK and f"terminated pid {pid}" in out
         code, out, _ = run(capsys, database_url, migrations_dir, "unlock")
         assert "the migration lock is free" in out

@@ -189,7 +189,8 @@ def test_stale_runner_lock_is_shown_then_terminated_by_unlock(conn, database_url
         assert shown.returncode == 0
         assert shown.stdout.startswith(f"the migration lock is held by pid {pid} (lambda_db_setup, connected since ")
         assert lock_holder(conn).pid == pid  # only shown
-        ended = run_cli(["unlock", "--terminate", *common])
+        assert run_cli(["unlock", "--terminate", *common]).returncode == 1  # idle only moments: may be live
+        ended = run_cli(["unlock", "--terminate", "--force", *common])
         assert ended.returncode == 0, ended.stderr
         assert ended.stdout.splitlines()[-1] == f"terminated pid {pid}; the lock is released"
         with pytest.raises(psycopg2.OperationalError), holder.cursor() as cursor:
