@@ -8,7 +8,6 @@ Every setting reads its flag, else its environment variable (the Lambda's), else
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -16,25 +15,22 @@ import time
 import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
-from contextlib import closing, suppress
-from dataclasses import dataclass, field, replace
+from contextlib import closing
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import parse_dsn
 
 from . import __version__, lock, remote
 from .discovery import discover, slug_for
 from .engine import Engine
-from .errors import ConfigurationError, MigrationError
+from .errors import ConfigurationError, MigrationError, RunInterrupted
 from .lint import format_report, lint
 from .options import EngineOptions
-from .plan import Plan
-from .results import MigrationOutcome, RunResult
+from .reports import Output, attention, outcome_document, print_result, print_status, status_document, up_document
 from .settings import (
     APPLICATION_NAME,
     BY_NAME,
@@ -45,14 +41,13 @@ from .settings import (
     find_project_root,
     read_project_table,
 )
+from .urls import describe_target, url_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMON_SETTINGS = (
     "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
 )  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
-URL_SCHEME = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
-PERCENT_ENCODE = "percent-encode it: @ as %40, / as %2F, ? as %3F, # as %23, % as %25"
 INTERRUPTED = (
     "interrupted: stopped by Ctrl-C; the migrations reported applied stay applied, and nothing of the interrupted"
     " migration was applied unless it runs outside a transaction (-- pgm:no-transaction); `status` shows where"
@@ -97,33 +92,6 @@ SQL_TEMPLATE = """-- Migration: {description}.
 -- Down Migration
 
 """
-
-
-@dataclass
-class Output:
-    """Where a command's lines go: with ``--json`` stdout holds one JSON document, and progress goes to stderr."""
-
-    json: bool = False
-    secrets: tuple[str, ...] = ()  # texts of the database URL that may be a password: never printed
-    finished: list[MigrationOutcome] = field(default_factory=list)  # for the JSON document of a failed run
-
-    def line(self, text: str = "") -> None:
-        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
-
-    def document(self, document: dict[str, Any]) -> None:
-        print(json.dumps(document, indent=2))
-
-    def on_migration(self, outcome: MigrationOutcome) -> None:
-        self.finished.append(outcome)
-        self.line(outcome_line(outcome))
-
-    def scrub(self, text: str) -> str:
-        """``text`` without any secret; shorter than 4 characters they would blank out ordinary words."""
-        for secret in self.secrets:
-            if len(secret) < 4:
-                continue
-            text = text.replace(secret, "***")
-        return text
 
 
 Command = Callable[[argparse.Namespace, Settings, Output], int]
@@ -176,11 +144,13 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     down = command("down", _on_database(_down), "revert the newest applied migrations")
     down.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     down.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
+    down.add_argument("--to", metavar="NAME", help="revert newest first down to and including NAME")
     down.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
 
     redo = command("redo", _on_database(_redo), "revert and re-apply the newest migrations")
     redo.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     redo.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
+    redo.add_argument("--dry-run", action="store_true", help="print the downs' and ups' SQL, change nothing")
 
     status = command("status", _on_database(_status), "applied, pending, drifted and missing migrations")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -202,12 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (errors are one line on stderr)."""
     args = build_parser().parse_args(argv)
     out = Output(json=getattr(args, "json", False), secrets=url_secrets(_given_database_url(args)))
+    out.show_starts = out.show_starts or getattr(args, "verbose", False)
     try:
         settings = load_settings(args, Path.cwd())
         out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
         if settings.lambda_function:
             return remote.run(args, settings)
         return args.func(args, settings, out)
+    except RunInterrupted as error:  # the engine knows what was applied and what was not
+        return _fail(args, out, error, EXIT_INTERRUPTED, prefix="")
     except KeyboardInterrupt:
         return _fail(args, out, INTERRUPTED, EXIT_INTERRUPTED, prefix="")
     except ConfigurationError as error:
@@ -303,7 +276,7 @@ def _on_database(run: DatabaseCommand) -> Command:
     def command(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         with closing(_connect(args, settings)) as conn:
             options = EngineOptions.from_settings(settings)
-            engine = Engine(conn, settings.migrations_dir, options, on_migration=out.on_migration)
+            engine = Engine(conn, settings.migrations_dir, options, on_migration=out.on_migration, progress=out)
             return run(args, settings, engine, out)
 
     return command
@@ -320,52 +293,6 @@ def _connect(args: argparse.Namespace, settings: Settings) -> Connection:
     else:
         print(f"using {describe_target(url, _database_url_source(args))}", file=sys.stderr)
     return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
-
-
-def check_database_url(url: str, source: str) -> dict[str, str]:
-    """The parts of a connection string (URL or key=value), or a usage error naming ``source``.
-
-    libpq ends the user name and password at the first '/' or '@': a raw one in the password shifts
-    its pieces into the host, port or database name, which would then be printed. Such a URL is refused.
-    """
-    if URL_SCHEME.match(url):
-        before_query = url.split("://", 1)[1].split("?", 1)[0]
-        at = before_query.find("@")
-        if before_query.count("@") > 1 or "/" in before_query[: max(at, 0)]:
-            raise ConfigurationError(
-                f"{source}: the password or user name holds a raw '@' or '/' (the URL is not shown); {PERCENT_ENCODE}"
-            )
-    try:
-        parts = parse_dsn(url)
-    except psycopg2.ProgrammingError:  # libpq quotes the bad part, which may be the password
-        parts = {"port": "invalid"}
-    if not re.fullmatch(r"[\d,]*", parts.get("port", "")):
-        raise ConfigurationError(
-            f"{source}: not a valid PostgreSQL URL or key=value string (not shown: it may hold a password);"
-            f" if the password has special characters, {PERCENT_ENCODE}"
-        )
-    return parts
-
-
-def describe_target(url: str, source: str = "the database URL") -> str:
-    """user@host:port/dbname of a connection string, never its password."""
-    parts = check_database_url(url, source)
-    host = parts.get("host", "localhost")
-    return f"{parts.get('user', '')}@{host}:{parts.get('port', '5432')}/{parts.get('dbname', '')}".lstrip("@")
-
-
-def url_secrets(url: str | None) -> tuple[str, ...]:
-    """Every piece of ``url`` that may be a password (also as the user meant it, and decoded), longest first."""
-    if not url:
-        return ()
-    found = {url, *re.findall(r"password\s*=\s*'?([^'&\s]+)", url)}
-    with suppress(psycopg2.ProgrammingError):
-        found.add(parse_dsn(url).get("password", ""))
-    if URL_SCHEME.match(url):
-        userinfo = url.split("://", 1)[1].rpartition("@")[0]
-        found |= {userinfo, userinfo.partition(":")[2]}
-    found |= {unquote(text) for text in found}
-    return tuple(sorted((text for text in found if text), key=len, reverse=True))
 
 
 def _one_line(text: str) -> str:
@@ -399,19 +326,19 @@ def _create(args: argparse.Namespace, settings: Settings, out: Output) -> int:
 def _up(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     result = engine.up(args.count, args.to, dry_run=args.dry_run)
     if args.json:
-        out.document(up_document(result))
+        out.document(up_document(result, tuple(out.warnings)))
     else:
-        _print_result(result, "up")
+        print_result(result, "up")
     return EXIT_OK
 
 
 def _down(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
-    _print_result(engine.down(args.count, force=args.force, dry_run=args.dry_run), "down")
+    print_result(engine.down(args.count, to=args.to, force=args.force, dry_run=args.dry_run), "down")
     return EXIT_OK
 
 
 def _redo(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
-    _print_result(engine.redo(args.count, force=args.force), "redo")
+    print_result(engine.redo(args.count, force=args.force, dry_run=args.dry_run), "redo")
     return EXIT_OK
 
 
@@ -438,119 +365,16 @@ def _check(args: argparse.Namespace, settings: Settings, engine: Engine, out: Ou
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def outcome_line(outcome: MigrationOutcome) -> str:
-    """One finished migration; retries show, since lock contention is what makes a run slow."""
-    verb = "applied" if outcome.direction == "up" else "reverted"
-    retried = f", {outcome.attempts} attempts: lock contention" if outcome.attempts > 1 else ""
-    return f"{verb} {outcome.name} ({outcome.duration_ms:.0f} ms{retried})"
-
-
-def print_skipped(skipped: tuple[str, ...]) -> None:
-    """Each look-alike entry discovery skipped (`discovery.Discovery.skipped`), as a warning on stderr."""
-    for text in skipped:
-        print(f"warning: {text}", file=sys.stderr)
-
-
-def _print_result(result: RunResult, command: str) -> None:
-    if result.dry_run:
-        for outcome in result.would_run:
-            print(f"-- {outcome.direction}: {outcome.name}")
-            for statement in outcome.sql:
-                print(f"{statement.rstrip().rstrip(';')};")
-            print()
-        print(f"-- dry run: {len(result.would_run)} migration(s) would run; nothing was changed")
-        return
-    if result.ahead:
-        print(f"warning: {_ahead_warning(result.ahead)}")
-    if result.adopted:
-        print(f"adopted the existing schema (it matched): recorded {len(result.adopted)} migration(s) without running")
-        return
-    if not (result.ran or result.reverted):
-        print("nothing to do: no pending migrations" if command == "up" else "nothing to revert")
-    elif command == "redo":
-        print(f"redo: {len(result.reverted)} migration(s) redone")
-    else:
-        print(f"{command}: {len(result.ran + result.reverted)} migration(s) done")
-
-
-def _ahead_warning(ahead: list[str]) -> str:
-    return f"the database is ahead of these files: {', '.join(ahead)}"
-
-
-def _outcome_document(outcome: MigrationOutcome) -> dict[str, Any]:
-    document = {
-        "name": outcome.name,
-        "direction": outcome.direction,
-        "action": str(outcome.action),
-        "duration_ms": round(outcome.duration_ms, 1),
-        "attempts": outcome.attempts,
-    }
-    return document | ({"sql": list(outcome.sql)} if outcome.sql else {})
-
-
-def up_document(result: RunResult) -> dict[str, Any]:
-    """What ``up --json`` prints: every migration's outcome, for CI to gate on."""
-    return {
-        "command": "up",
-        "ok": True,
-        "dry_run": result.dry_run,
-        "already_applied": result.already_applied,
-        "migrations": [_outcome_document(outcome) for outcome in result.outcomes],
-        "left_pending": [migration.name for migration in result.pending],
-        "ahead": result.ahead,
-        "warnings": [_ahead_warning(result.ahead)] if result.ahead else [],
-    }
-
-
-def _attention(plan: Plan) -> list[str]:
-    """What in the plan needs a person before anything can run (``status`` exits 1 for it)."""
-    found = [f"{len(names)} {title}" for title, names in _problems(plan) if names]
-    return found + (["migrations out of order"] if plan.out_of_order else [])
-
-
-def _problems(plan: Plan) -> tuple[tuple[str, list[str]], ...]:
-    return (("drifted", plan.drifted), ("missing", plan.missing), ("ahead", plan.ahead))
-
-
-def status_document(plan: Plan, attention: list[str]) -> dict[str, Any]:
-    """What ``status --json`` prints."""
-    order = plan.out_of_order
-    return {
-        "command": "status",
-        "ok": not attention,
-        "needs_attention": attention,
-        "applied": [{"name": row.name, "run_on": row.run_on.isoformat()} for row in plan.applied],
-        "pending": [migration.name for migration in plan.pending],
-        **{title: names for title, names in _problems(plan)},
-        "out_of_order": {"not_run": order[0], "already_run": order[1]} if order else None,
-    }
-
-
 def _status(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
     plan = engine.plan()
-    attention = _attention(plan) + ([f"{len(plan.pending)} pending"] if args.check and plan.pending else [])
+    needs = attention(plan) + ([f"{len(plan.pending)} pending"] if args.check and plan.pending else [])
     if args.json:
-        out.document(status_document(plan, attention))
+        out.document(status_document(plan, needs))
     else:
-        _print_status(plan)
-    if attention:
-        print(f"status: needs attention: {', '.join(attention)}", file=sys.stderr)
-    return EXIT_FAILED if attention else EXIT_OK
-
-
-def _print_status(plan: Plan) -> None:
-    print(f"applied ({len(plan.applied)}):")
-    for row in plan.applied:
-        flag = "  DRIFTED" if row.name in plan.drifted else ("  MISSING FILE" if row.name in plan.missing else "")
-        print(f"  {row.run_on:%Y-%m-%d %H:%M:%S}  {row.name}{flag}")
-    print(f"pending ({len(plan.pending)}):")
-    for migration in plan.pending:
-        print(f"  {migration.name}")
-    for title, names in _problems(plan):
-        if names:
-            print(f"{title} ({len(names)}): {', '.join(names)}")
-    if plan.out_of_order:
-        print(f"out of order: Not run migration {plan.out_of_order[0]} is preceding already run {plan.out_of_order[1]}")
+        print_status(plan)
+    if needs:
+        print(f"status: needs attention: {', '.join(needs)}", file=sys.stderr)
+    return EXIT_FAILED if needs else EXIT_OK
 
 
 def _unlock(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
@@ -573,7 +397,7 @@ def _fail(args: argparse.Namespace, out: Output, error: BaseException | str, cod
         print(out.scrub("".join(traceback.format_exception(error))), file=sys.stderr, end="")
     message = out.scrub(" ".join(str(error).split()))
     if out.json:
-        migrations = [_outcome_document(outcome) for outcome in out.finished]
+        migrations = [outcome_document(outcome) for outcome in out.finished]
         out.document(
             {"command": args.command, "ok": False, "exit_code": code, "error": message, "migrations": migrations}
         )

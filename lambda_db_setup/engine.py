@@ -18,11 +18,12 @@ from psycopg2.extensions import connection as Connection
 from . import schema_check, tracking
 from .builder import MigrationBuilder
 from .dataloss import Guard, refuse_data_loss
-from .discovery import Direction, Migration, discover
+from .discovery import Direction, Migration, scan
 from .errors import RunInterrupted
 from .execute import Executor, OnMigration
 from .options import EngineOptions
 from .plan import Plan, make_plan
+from .progress import SILENT, Progress
 from .results import Action, BaselineResult, MigrationOutcome, RunResult
 from .session import Session, open_session
 
@@ -47,6 +48,7 @@ class Engine:
     migrations_dir: Path
     options: EngineOptions = field(default_factory=EngineOptions)
     on_migration: OnMigration | None = None
+    progress: Progress = SILENT
 
     def __post_init__(self) -> None:
         self.migrations_dir = Path(self.migrations_dir)
@@ -150,10 +152,13 @@ class Engine:
 
         Holding the lock, a table node-pg-migrate wrote gets its checksum column; without it nothing is altered.
         """
-        migrations = discover(self.migrations_dir)
-        with open_session(self.conn, self.options, take_lock=take_lock) as session:
-            plan = make_plan(migrations, tracking.read_applied(session.cursor, upgrade=take_lock))
-            yield Opened(session, plan, Executor(session, self.on_migration))
+        found = scan(self.migrations_dir)
+        for text in found.skipped:
+            self.progress.skipped(text)
+        with open_session(self.conn, self.options, take_lock=take_lock, progress=self.progress) as session:
+            rows = tracking.read_applied(session.cursor, upgrade=take_lock)
+            plan = make_plan(found.migrations, rows, skipped=found.skipped)
+            yield Opened(session, plan, Executor(session, self.on_migration, self.progress))
 
     @staticmethod
     def _record(opened: Opened, migrations: list[Migration]) -> None:

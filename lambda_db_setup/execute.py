@@ -23,6 +23,7 @@ from .dataloss import DATA_LOSS, Guard
 from .discovery import Direction, Migration
 from .errors import IrreversibleMigrationError, MigrationFailedError, MigrationFileError, pg_detail, pg_message
 from .failures import LOCK_NOT_AVAILABLE, Failure, Retry, RetryPolicy, decide, statement_excerpt
+from .progress import SILENT, Progress
 from .results import Action, MigrationOutcome
 from .session import Session
 from .sqltext import identifiers, is_transaction_control, split_statements
@@ -50,9 +51,10 @@ class _Again(Exception):
 class Executor:
     """Runs migrations in one session, one at a time; reports each finished one to ``on_migration``."""
 
-    def __init__(self, session: Session, on_migration: OnMigration | None = None) -> None:
+    def __init__(self, session: Session, on_migration: OnMigration | None = None, progress: Progress = SILENT) -> None:
         self.session = session
         self.on_migration = on_migration
+        self.progress = progress
 
     def prepare(self, migration: Migration, direction: Direction) -> MigrationBuilder:
         """Build the migration's SQL and refuse transaction control in one that runs in a transaction."""
@@ -95,6 +97,7 @@ class Executor:
         started = time.perf_counter()
         attempt = Attempt()
         while True:
+            self.progress.starting(migration, direction, attempt.number)
             try:
                 if builder.use_transaction:
                     self._in_transaction(migration, direction, builder, attempt, guard)
@@ -103,7 +106,9 @@ class Executor:
                 break
             except _Again:
                 backoff = self.session.options.lock_retry_backoff_seconds * 2 ** (attempt.number - 1)
-                time.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff *= random.uniform(0.5, 1.5)
+                self.progress.retrying(migration, attempt.number, backoff)
+                time.sleep(backoff)
                 attempt = Attempt(attempt.number + 1)
         outcome = MigrationOutcome(
             migration,

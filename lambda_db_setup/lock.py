@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from psycopg2.extensions import cursor as Cursor
 
 from .errors import LockError
+from .progress import SILENT, Progress
 from .settings import APPLICATION_NAME
 
 LOCK_ID = 7241865325823964  # node-pg-migrate's PG_MIGRATE_LOCK_ID, shared by every instance
+WAIT_REPORT_SECONDS = 5.0  # how often a waiting run says who holds the lock
 LOCK_CLASSID, LOCK_OBJID = divmod(LOCK_ID, 2**32)  # how pg_locks shows a bigint advisory key
 
 IDLE_GRACE_SECONDS = 30.0  # a runner idle for less than this may be between two statements: alive
@@ -75,13 +77,19 @@ class LockHolder:
         return None
 
 
-def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5) -> None:
-    """Take the lock within ``wait_seconds`` or raise `LockError` naming the holder."""
-    deadline = time.monotonic() + wait_seconds
+def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5, progress: Progress = SILENT) -> None:
+    """Take the lock within ``wait_seconds`` or raise `LockError` naming the holder; tell ``progress`` who waits."""
+    started = time.monotonic()
+    deadline = started + wait_seconds
+    next_report = started
     while True:
         cursor.execute(TRY_LOCK, _PARAMS)
         if cursor.fetchone()[0]:
             return
+        now = time.monotonic()
+        if progress is not SILENT and now >= next_report:
+            progress.waiting_for_lock(find_holder(cursor), now - started, wait_seconds)
+            next_report = now + WAIT_REPORT_SECONDS
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             holder = find_holder(cursor)

@@ -32,6 +32,7 @@ class Plan:
     out_of_order: tuple[str, str] | None
     by_name: dict[str, Migration] = field(repr=False)
     problems: list[str] = field(default_factory=list)  # rows no command can trust; each says how to fix it
+    skipped: tuple[str, ...] = ()  # directory entries named like migrations but skipped, each saying why
 
     def refuse_problems(self) -> None:
         """Refuse to change anything while ``pgmigrations`` holds rows that make its history ambiguous."""
@@ -87,7 +88,7 @@ class Plan:
         return newest_first[: max(count, 0)]
 
 
-def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> Plan:
+def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None, *, skipped: tuple[str, ...] = ()) -> Plan:
     """Compare the files with the applied rows (None: the tracking table does not exist yet)."""
     rows = applied or []
     by_name = {migration.name: migration for migration in migrations}
@@ -109,6 +110,7 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None) -> 
         out_of_order=_first_out_of_order(migrations, applied_names),
         by_name=by_name,
         problems=_duplicates(rows) + _bad_run_on(rows) or _run_on_order(migrations, rows),
+        skipped=skipped,
     )
 
 

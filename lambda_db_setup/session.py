@@ -16,6 +16,7 @@ from psycopg2.sql import Composable
 from . import lock
 from .errors import LockError
 from .options import EngineOptions
+from .progress import SILENT, Progress
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class Session:
 
 
 @contextmanager
-def open_session(conn: Connection, options: EngineOptions, *, take_lock: bool) -> Iterator[Session]:
+def open_session(
+    conn: Connection, options: EngineOptions, *, take_lock: bool, progress: Progress = SILENT
+) -> Iterator[Session]:
     """Apply the session settings in one round trip, then (``take_lock``) hold the migration lock throughout."""
     conn.autocommit = True
     with conn.cursor() as cursor:
@@ -53,7 +56,9 @@ def open_session(conn: Connection, options: EngineOptions, *, take_lock: bool) -
         if not take_lock:
             yield session
             return
-        lock.acquire(cursor, wait_seconds=options.lock_wait_seconds, poll_seconds=options.lock_poll_seconds)
+        lock.acquire(
+            cursor, wait_seconds=options.lock_wait_seconds, poll_seconds=options.lock_poll_seconds, progress=progress
+        )
         try:
             yield session
         except BaseException:

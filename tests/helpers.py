@@ -62,11 +62,11 @@ def count_reads(monkeypatch) -> ReadCounts:
     from lambda_db_setup import engine, tracking
 
     counts = ReadCounts()
-    discover, read_applied, read_bytes = engine.discover, tracking.read_applied, Path.read_bytes
+    scan, read_applied, read_bytes = engine.scan, tracking.read_applied, Path.read_bytes
 
-    def counting_discover(*args, **kwargs):
+    def counting_scan(*args, **kwargs):
         counts.discoveries += 1
-        return discover(*args, **kwargs)
+        return scan(*args, **kwargs)
 
     def counting_read_applied(*args, **kwargs):
         counts.history_reads += 1
@@ -76,7 +76,7 @@ def count_reads(monkeypatch) -> ReadCounts:
         counts.file_reads[path.name] += 1
         return read_bytes(path)
 
-    monkeypatch.setattr(engine, "discover", counting_discover)
+    monkeypatch.setattr(engine, "scan", counting_scan)
     monkeypatch.setattr(tracking, "read_applied", counting_read_applied)
     monkeypatch.setattr(Path, "read_bytes", counting_read_bytes)
     return counts

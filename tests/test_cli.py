@@ -14,7 +14,8 @@ import psycopg2
 import pytest
 
 from lambda_db_setup import embedded, lock
-from lambda_db_setup.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_target, main
+from lambda_db_setup.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from lambda_db_setup.urls import describe_target
 from tests.helpers import applied_names, create_table_migration, table_exists, write_py
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from lambda_db_setup import __version__, cli, execute
-from lambda_db_setup.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main, outcome_line, print_skipped
-from lambda_db_setup.discovery import Migration, parse_file_name, scan
+from lambda_db_setup import __version__, cli, execute, lock
+from lambda_db_setup.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+from lambda_db_setup.discovery import Migration, parse_file_name
 from lambda_db_setup.errors import ConfigurationError, MigrationFileError
+from lambda_db_setup.reports import outcome_line
 from lambda_db_setup.results import Action, MigrationOutcome
 from lambda_db_setup.settings import Settings, find_project_root
 from lambda_db_setup.sqltext import DOWN_MARKER, NO_TRANSACTION_DIRECTIVE, UP_MARKER, parse_sections
@@ -212,17 +213,32 @@ def test_redo_counts_migrations_not_outcomes(database_url, migrations_dir, capsy
 # 5. skipped look-alikes ----------------------------------------------------------------------------------
 
 
-def test_skipped_look_alikes_are_warnings_on_stderr(migrations_dir, capsys) -> None:
+SKIPPED_WARNINGS = [
+    "2000_b.SQL: skipped: the extension .SQL is not lower-case; rename it to .sql to run it",
+    "3000_dir.sql: skipped: is a directory",
+]
+
+
+@pytest.mark.parametrize("command", [["status"], ["up"], ["up", "--dry-run"], ["down", "--dry-run"]])
+def test_skipped_look_alikes_are_warnings_on_stderr(database_url, migrations_dir, capsys, command) -> None:
     create_table_migration(migrations_dir, "1000_a", "a")
     (migrations_dir / "2000_b.SQL").write_text("-- Up Migration\n")
     (migrations_dir / "3000_dir.sql").mkdir()
-    print_skipped(scan(migrations_dir).skipped)
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.splitlines() == [
-        "warning: 2000_b.SQL: skipped: the extension .SQL is not lower-case; rename it to .sql to run it",
-        "warning: 3000_dir.sql: skipped: is a directory",
+    code, out, err = run(capsys, database_url, migrations_dir, *command)
+    assert code == EXIT_OK
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {text}" for text in SKIPPED_WARNINGS
     ]
+    assert "warning" not in out
+
+
+def test_skipped_look_alikes_are_in_the_json_documents(database_url, migrations_dir, capsys) -> None:
+    create_table_migration(migrations_dir, "1000_a", "a")
+    (migrations_dir / "2000_b.SQL").write_text("-- Up Migration\n")
+    (migrations_dir / "3000_dir.sql").mkdir()
+    for command in (["up", "--json"], ["status", "--json"]):
+        code, out, _ = run(capsys, database_url, migrations_dir, *command)
+        assert code == EXIT_OK and json.loads(out)["warnings"] == SKIPPED_WARNINGS
 
 
 # 6. version, help, project root --------------------------------------------------------------------------
@@ -332,8 +348,53 @@ def test_ctrl_c_is_one_line_and_exit_130(conn, database_url, migrations_dir, cap
     monkeypatch.setattr(execute.Executor, "_execute", interrupt_b)
     code, out, err = run(capsys, database_url, migrations_dir, "up")
     assert code == EXIT_INTERRUPTED and "applied 1000_a" in out
-    assert err.splitlines()[-1].startswith("interrupted: stopped by Ctrl-C;") and "Traceback" not in err
+    assert err.splitlines()[-1] == "interrupted: 1 migration(s) applied (1000_a); 2000_b was not applied"
+    assert "Traceback" not in err
     assert applied_names(conn) == ["1000_a"]
     monkeypatch.undo()
     code, out, _ = run(capsys, database_url, migrations_dir, "unlock")
     assert "the migration lock is free" in out
+
+
+# wiring of the engine's down --to, redo --dry-run, dry-run marks, progress ---------------------------------
+
+
+def test_down_to_and_redo_dry_run(conn, database_url, migrations_dir, capsys) -> None:
+    for number, table in ((1000, "a"), (2000, "b"), (3000, "c")):
+        create_table_migration(migrations_dir, f"{number}_{table}", table)
+    assert run(capsys, database_url, migrations_dir, "up")[0] == EXIT_OK
+    code, out, _ = run(capsys, database_url, migrations_dir, "redo", "2", "--dry-run")
+    assert code == EXIT_OK and "-- down: 3000_c" in out and "-- up: 2000_b" in out
+    assert applied_names(conn) == ["1000_a", "2000_b", "3000_c"]
+    code, out, _ = run(capsys, database_url, migrations_dir, "down", "--to", "2000_b")
+    assert code == EXIT_OK and "reverted 3000_c" in out and "reverted 2000_b" in out
+    assert applied_names(conn) == ["1000_a"]
+    code, _, err = run(capsys, database_url, migrations_dir, "down", "--to", "3000_c")
+    assert code == EXIT_FAILED and "3000_c" in err and applied_names(conn) == ["1000_a"]
+
+
+def test_dry_run_marks_no_transaction_and_irreversible_migrations(database_url, migrations_dir, capsys) -> None:
+    (migrations_dir / "1000_index.sql").write_text(
+        "-- pgm:no-transaction\n-- Up Migration\nCREATE TABLE t (id int);\n-- Down Migration\nDROP TABLE t;\n"
+    )
+    write_py(migrations_dir, "2000_forever", 'pgm.sql("CREATE TABLE forever (id int)")')
+    code, out, _ = run(capsys, database_url, migrations_dir, "up", "--dry-run")
+    assert code == EXIT_OK
+    assert "-- up: 1000_index (runs outside a transaction: statement by statement)" in out
+    assert "-- warning: 2000_forever has no down: a later `down` of it would be refused" in out
+    assert "1000_index has no down" not in out
+
+
+def test_verbose_shows_each_migration_starting(database_url, migrations_dir, capsys) -> None:
+    create_table_migration(migrations_dir, "1000_a", "a")
+    code, _, err = run(capsys, database_url, migrations_dir, "up", "--verbose")
+    assert code == EXIT_OK and "applying 1000_a ..." in err
+
+
+def test_waiting_for_the_lock_says_who_holds_it(conn, database_url, migrations_dir, capsys) -> None:
+    create_table_migration(migrations_dir, "1000_a", "a")
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (lock.LOCK_ID,))
+    code, _, err = run(capsys, database_url, migrations_dir, "up", "--lock-wait", "0.3")
+    assert code == EXIT_FAILED
+    assert f"waiting for the migration lock, held by pid {conn.info.backend_pid}" in err

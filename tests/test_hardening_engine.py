@@ -54,7 +54,11 @@ def tables(conn) -> set[str]:
 
 
 def lock_is_free(conn) -> bool:
-    return query(conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
+    return query(
+        conn,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    ) == [(0,)]
 
 
 # -- 1. session state does not leak from one migration to the next -------------------------------
