@@ -109,6 +109,7 @@ class DatabaseMigrations(Construct):
         migrations_dir: str | Path,
         vpc_subnets: ec2.SubnetSelection | None = None,
         port: int = PROXY_PORT,
+        target_security_group: ec2.ISecurityGroup | None = None,
         secrets_manager_endpoint: ec2.IConnectable | None = None,
         trigger: str = ALWAYS,
         iam_auth: bool = BY_NAME["iam_auth"].default,
@@ -133,7 +134,7 @@ class DatabaseMigrations(Construct):
         self.asset = bundling.lambda_asset(
             self, "Code", migrations, lint=lint_before_apply, cache_dir=Path(bundle_cache_dir)
         )
-        self.security_group = self._network_access(vpc, target, port, secrets_manager_endpoint)
+        self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
         role = self._role(admin_secret, app_users)
         if iam_auth:  # rds-db:connect for the admin user, on the target (a proxy: its prx- resource id)
             target.grant_connect(role, admin_username)
@@ -185,9 +186,13 @@ class DatabaseMigrations(Construct):
         )
 
     def _network_access(
-        self, vpc: ec2.IVpc, target: Target, port: int, endpoint: ec2.IConnectable | None
+        self, vpc: ec2.IVpc, target: ec2.IConnectable, port: int, endpoint: ec2.IConnectable | None
     ) -> ec2.SecurityGroup:
-        """The functions' security group: to the target on ``port``, and HTTPS to Secrets Manager."""
+        """The functions' security group: to the target on ``port``, and HTTPS to Secrets Manager.
+
+        An imported proxy is not connectable (``from_database_proxy_attributes`` keeps its groups to
+        itself), so its security group comes as ``target_security_group``.
+        """
         security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=False, description="Migration Lambda"
         )
