@@ -234,6 +234,14 @@ class Database(Construct):
                 "nothing, since only the proxy's and the rotation function's security groups reach the instance.",
             ),
         ]
+        if self.cluster is not None and not settings.iam_auth:
+            acknowledgments.append(
+                Acknowledgment(
+                    id="AwsSolutions-RDS6",
+                    reason="IAM database authentication is the context switch iamAuth (the proxy then requires it and "
+                    "the migrations log in with a token); off by default, clients use the rotated secrets.",
+                )
+            )
         if not settings.multi_az:
             acknowledgments.append(
                 Acknowledgment(

@@ -30,6 +30,7 @@ def readme_example() -> str:
     section = README.read_text().split("## Use it in your own CDK app", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match, "no python example in the README section"
+    assert "AwsSolutionsChecks(app)" in match.group(1)  # cdk-nag fails the example's synth on any finding
     return match.group(1)
 
 
@@ -71,7 +72,6 @@ def check_consumer_template(template: dict[str, Any], outdir: Path) -> None:
     assert (asset_dir / "lambda_db_setup" / "handler.py").is_file()
     assert not (asset_dir / "lambda_db_setup" / "cdk").exists() and not (asset_dir / "aws_cdk").exists()
     report = json.loads((outdir / "validation-report.json").read_text())
-    assert report["pluginReports"], "cdk-nag did not run"
     assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
 
 
