@@ -14,9 +14,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +55,8 @@ def synth_consumer(app_dir: Path, pythonpath: list[Path]) -> tuple[dict[str, Any
     return json.loads((outdir / "Orders.template.json").read_text()), outdir, package
 
 
-def check_consumer_template(template: dict[str, Any], outdir: Path) -> None:
-    """The run targets the imported proxy and bundles the consumer's migrations, not this project's."""
+def check_consumer_template(template: dict[str, Any], outdir: Path) -> Path:
+    """The run targets the imported proxy and bundles the consumer's migrations, not this project's; the asset."""
     resources = template["Resources"].values()
     functions = [r["Properties"] for r in resources if r["Type"] == "AWS::Lambda::Function"]
     handlers = [fn for fn in functions if fn.get("Handler", "").startswith("lambda_db_setup.handler.")]
@@ -73,12 +75,22 @@ def check_consumer_template(template: dict[str, Any], outdir: Path) -> None:
     assert not (asset_dir / "lambda_db_setup" / "cdk").exists() and not (asset_dir / "aws_cdk").exists()
     report = json.loads((outdir / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+    return asset_dir
 
 
-def test_the_readme_example_synthesizes_with_imported_resources(tmp_path: Path) -> None:
+def test_the_readme_example_synthesizes_with_imported_resources(tmp_path: Path, database_url: str) -> None:
     template, outdir, package = synth_consumer(tmp_path / "consumer", [PROJECT_ROOT])
     assert Path(package).is_relative_to(PROJECT_ROOT)
-    check_consumer_template(template, outdir)
+    asset = check_consumer_template(template, outdir)
+    # The bundled migrations directory is what the engine runs (the handler's MIGRATIONS_DIR).
+    command = ["--database-url", database_url, "--migrations-dir", str(asset / "migrations"), "up"]
+    result = subprocess.run([sys.executable, "-m", "lambda_db_setup", *command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT name FROM pgmigrations")
+        assert cursor.fetchall() == [(CONSUMER_MIGRATION.removesuffix(".sql"),)]
+        cursor.execute("SELECT to_regclass('orders') IS NOT NULL")
+        assert cursor.fetchone() == (True,)
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ class LocalPipBundling:
 
 
 def lambda_asset(
-    scope: Construct, construct_id: str, migrations_dir: Path, *, lint: bool, cache_dir: Path = DEFAULT_CACHE_DIR
+    scope: Construct, construct_id: str, migrations_dir: Path, *, lint: bool, cache_dir: str | Path = DEFAULT_CACHE_DIR
 ) -> s3_assets.Asset:
     """The migration Lambda's code, hashed from what it bundles and bundled locally; with ``lint``, squawk too.
 
@@ -130,6 +130,6 @@ def lambda_asset(
         asset_hash=hashlib.sha256("\0".join(parts).encode()).hexdigest(),
         bundling=BundlingOptions(
             image=DockerImage.from_registry(UNUSED_DOCKER_IMAGE),
-            local=LocalPipBundling(migrations_dir, lint=lint, cache_dir=cache_dir),
+            local=LocalPipBundling(migrations_dir, lint=lint, cache_dir=Path(cache_dir)),
         ),
     )

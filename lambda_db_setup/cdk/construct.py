@@ -71,6 +71,7 @@ FUNCTIONS = {
 
 # The handler's contract: one secret per group role, each in its own variable.
 USER_SECRET_SETTINGS = {roles.READWRITE: "app_rw_secret_arn", roles.TABLECREATOR: "app_tc_secret_arn"}
+OPTIONAL_SWITCHES = ("iam_auth", "lint_before_apply")
 Target = rds.IDatabaseProxy | rds.IDatabaseInstance | rds.IDatabaseCluster
 
 
@@ -126,14 +127,8 @@ class DatabaseMigrations(Construct):
         bundle_cache_dir: str | Path = bundling.DEFAULT_CACHE_DIR,
     ) -> None:
         super().__init__(scope, construct_id)
-        migrations = Path(migrations_dir).resolve()
-        if trigger not in TRIGGERS or not migrations.is_dir():
-            raise ValueError(
-                f"trigger must be one of {TRIGGERS} ({trigger!r}); migrations_dir a directory ({migrations})"
-            )
-        self.asset = bundling.lambda_asset(
-            self, "Code", migrations, lint=lint_before_apply, cache_dir=Path(bundle_cache_dir)
-        )
+        migrations = _checked(trigger, migrations_dir)
+        self.asset = bundling.lambda_asset(self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir)
         self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
         role = self._role(admin_secret, app_users)
         if iam_auth:  # rds-db:connect for the admin user, on the target (a proxy: its prx- resource id)
@@ -147,28 +142,21 @@ class DatabaseMigrations(Construct):
             "adopt_existing_schema": adopt_existing_schema,
             "metrics_namespace": metrics_namespace,
             "log_level": log_level,
+            "iam_auth": iam_auth,
+            "lint_before_apply": lint_before_apply,
         }
-        settings |= {"iam_auth": True} if iam_auth else {}
-        settings |= (
-            {"lint_before_apply": True, "squawk_binary": f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"}
-            if lint_before_apply
-            else {}
-        )
         common = {
             "role": role,
             "vpc": vpc,
             "vpc_subnets": vpc_subnets,
             "environment": _environment(settings),
-            # Unset by default: the advisory lock already serializes runs, and an account with the
-            # default concurrency quota of 10 cannot reserve any.
-            "reserved_concurrent_executions": reserved_concurrency or None,
+            "reserved_concurrent_executions": reserved_concurrency or None,  # 0: unset (see the README)
         }
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
         provider = self._provider(log_retention)
         self.resource = self._run(provider, trigger, migrations)
-        # Run only once the target and every security-group rule on the path exist.
-        self.resource.node.add_dependency(target, self.security_group, *depends_on)
+        self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
         self._acknowledge_findings(role, provider)
 
     def _run(self, provider: cr.Provider, trigger: str, migrations: Path) -> CustomResource:
@@ -323,8 +311,22 @@ def _user_secrets(app_users: Sequence[AppUser]) -> dict[str, str]:
     return {USER_SECRET_SETTINGS[user.group]: user.secret.secret_arn for user in app_users}
 
 
+def _checked(trigger: str, migrations_dir: str | Path) -> Path:
+    """The migrations directory, absolute; a bad trigger or a missing directory fails the synth."""
+    migrations = Path(migrations_dir).resolve()
+    if trigger not in TRIGGERS or not migrations.is_dir():
+        raise ValueError(f"trigger must be one of {TRIGGERS} ({trigger!r}); migrations_dir a directory ({migrations})")
+    return migrations
+
+
 def _environment(values: dict[str, object]) -> dict[str, str]:
-    """The contract with ``lambda_db_setup.handler``: each variable named by the settings table."""
+    """The contract with ``lambda_db_setup.handler``: each variable named by the settings table.
+
+    The switches that are off by default appear only when on, as the handler reads unset as off.
+    """
+    values = {name: value for name, value in values.items() if name not in OPTIONAL_SWITCHES or value}
+    if values.get("lint_before_apply"):
+        values["squawk_binary"] = f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"
     fixed = {
         "ca_bundle": f"{TASK_ROOT}/certifi/cacert.pem",
         "migrations_dir": f"{TASK_ROOT}/{bundling.MIGRATIONS}",
