@@ -28,7 +28,7 @@ def build(context: dict[str, Any] | None = None, outdir: str | None = None) -> t
     config = StackConfig.from_context(app.node)
     stack = DbMigrationsStack(
         app,
-        config.stack_name,
+        config.full_stack_name,
         config=config,
         description="PostgreSQL 16 behind RDS Proxy, with schema migrations run at deploy time",
     )

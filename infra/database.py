@@ -13,6 +13,10 @@ from constructs import Construct, IDependable
 
 from infra.network import Network
 
+POSTGRES = "postgres"
+AURORA_SERVERLESS_V2 = "aurora-serverless-v2"
+ENGINES = (POSTGRES, AURORA_SERVERLESS_V2)
+
 POSTGRES_PORT = 5432
 ADMIN_USERNAME = "postgres"
 APP_USERS = ("app_rw", "app_tc")
@@ -32,6 +36,9 @@ class DatabaseSettings:
     backup_retention_days: int
     iam_auth: bool
     admin_rotation_days: int
+    engine: str = POSTGRES
+    min_capacity: float = 0.5  # Aurora Serverless v2 ACUs; 0 pauses the cluster when idle
+    max_capacity: float = 2.0
 
 
 class Database(Construct):
@@ -51,22 +58,38 @@ class Database(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, network: Network, settings: DatabaseSettings) -> None:
         super().__init__(scope, construct_id)
-        self.instance = self._instance(network, settings)
-        self.admin_secret = self.instance.secret
+        database_sg = ec2.SecurityGroup(
+            self, "DatabaseSecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="PostgreSQL"
+        )
+        admin_secret = rds.DatabaseSecret(
+            self,
+            "AdminSecret",
+            username=ADMIN_USERNAME,
+            dbname=settings.database_name,
+            exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
+        )  # generated like Credentials.from_generated_secret's, plus "dbname": the handler connects to it
+        self.instance: rds.DatabaseInstance | None = None
+        self.cluster: rds.DatabaseCluster | None = None
+        if settings.engine == AURORA_SERVERLESS_V2:
+            self.cluster = self._cluster(network, settings, database_sg, admin_secret)
+        else:
+            self.instance = self._instance(network, settings, database_sg, admin_secret)
+        self.target = self.cluster or self.instance
+        self.admin_secret = self.target.secret
         self.app_secrets = {user: self._app_user_secret(user, settings.database_name) for user in APP_USERS}
         self.rotation_security_group = self._rotate_admin_secret(network, settings.admin_rotation_days)
 
         proxy_sg = ec2.SecurityGroup(
             self, "ProxySecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="RDS Proxy"
         )
-        self.proxy = self.instance.add_proxy(
+        self.proxy = self.target.add_proxy(
             "Proxy",
             vpc=network.vpc,
             vpc_subnets=network.subnets,
             security_groups=[proxy_sg],
             secrets=self.secrets,
             require_tls=True,
-            iam_auth=False,
+            iam_auth=settings.iam_auth,  # then clients log in with a token: rds-db:connect on the proxy
         )
         # add_proxy already opened the instance's port to the proxy's security group.
         # The proxy fetches its secrets itself; allowing it the endpoint keeps that working in a VPC
@@ -74,7 +97,13 @@ class Database(Construct):
         network.allow_secrets_manager_from(self.proxy)
         self._acknowledge_findings(settings)
 
-    def _instance(self, network: Network, settings: DatabaseSettings) -> rds.DatabaseInstance:
+    def _instance(
+        self,
+        network: Network,
+        settings: DatabaseSettings,
+        database_sg: ec2.SecurityGroup,
+        admin_secret: secretsmanager.ISecret,
+    ) -> rds.DatabaseInstance:
         """PostgreSQL 16, TLS only, encrypted and private, with a generated admin secret attached."""
         # A full version, as RDS lists it (cfn-lint flags a bare major "16"). RDS still applies minor
         # upgrades in the maintenance window; when raising this pin, pick one at least as new as the
@@ -82,17 +111,6 @@ class Database(Construct):
         engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_13)
         parameters = rds.ParameterGroup(
             self, "Parameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
-        )
-        # Generated like Credentials.from_generated_secret's, plus "dbname": the handler connects to it.
-        admin_secret = rds.DatabaseSecret(
-            self,
-            "AdminSecret",
-            username=ADMIN_USERNAME,
-            dbname=settings.database_name,
-            exclude_characters=PASSWORD_EXCLUDED_CHARACTERS,
-        )
-        database_sg = ec2.SecurityGroup(
-            self, "DatabaseSecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="PostgreSQL"
         )
         return rds.DatabaseInstance(
             self,
@@ -122,6 +140,41 @@ class Database(Construct):
             copy_tags_to_snapshot=True,
         )
 
+    def _cluster(
+        self,
+        network: Network,
+        settings: DatabaseSettings,
+        database_sg: ec2.SecurityGroup,
+        admin_secret: secretsmanager.ISecret,
+    ) -> rds.DatabaseCluster:
+        """Aurora PostgreSQL 16 with one Serverless v2 writer: TLS only, encrypted, private; may auto-pause."""
+        # 16.3 or later for a minimum capacity of 0 (auto-pause); the same pin rule as the instance's.
+        engine = rds.DatabaseClusterEngine.aurora_postgres(version=rds.AuroraPostgresEngineVersion.VER_16_13)
+        parameters = rds.ParameterGroup(
+            self, "ClusterParameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
+        )
+        return rds.DatabaseCluster(
+            self,
+            "Cluster",
+            engine=engine,
+            writer=rds.ClusterInstance.serverless_v2("Writer", auto_minor_version_upgrade=True),
+            serverless_v2_min_capacity=settings.min_capacity,
+            serverless_v2_max_capacity=settings.max_capacity,
+            storage_encrypted=True,
+            vpc=network.vpc,
+            vpc_subnets=network.subnets,
+            security_groups=[database_sg],
+            port=POSTGRES_PORT,
+            credentials=rds.Credentials.from_secret(admin_secret),
+            default_database_name=settings.database_name,
+            parameter_group=parameters,
+            iam_authentication=settings.iam_auth,
+            deletion_protection=settings.deletion_protection,  # off by default: see the instance's
+            removal_policy=RemovalPolicy.SNAPSHOT,
+            backup=rds.BackupProps(retention=Duration.days(settings.backup_retention_days)),
+            copy_tags_to_snapshot=True,
+        )
+
     @property
     def secrets(self) -> list[secretsmanager.ISecret]:
         """The admin secret and the application users' secrets, in that order."""
@@ -145,7 +198,7 @@ class Database(Construct):
                 password_length=32,
             ),
         )
-        return secret.attach(self.instance)
+        return secret.attach(self.target)
 
     def _rotate_admin_secret(self, network: Network, every_days: int) -> ec2.SecurityGroup:
         """Rotate the admin password with Secrets Manager's hosted PostgreSQL single-user rotation.
@@ -168,7 +221,7 @@ class Database(Construct):
             automatically_after=Duration.days(every_days),
             rotate_immediately_on_update=False,
         )
-        self.instance.connections.allow_from(rotation_sg, ec2.Port.tcp(POSTGRES_PORT), "Admin secret rotation")
+        self.target.connections.allow_from(rotation_sg, ec2.Port.tcp(POSTGRES_PORT), "Admin secret rotation")
         network.allow_secrets_manager_from(rotation_sg)
         return rotation_sg
 
@@ -181,6 +234,14 @@ class Database(Construct):
                 "nothing, since only the proxy's and the rotation function's security groups reach the instance.",
             ),
         ]
+        if self.cluster is not None and not settings.iam_auth:
+            acknowledgments.append(
+                Acknowledgment(
+                    id="AwsSolutions-RDS6",
+                    reason="IAM database authentication is the context switch iamAuth (the proxy then requires it and "
+                    "the migrations log in with a token); off by default, clients use the rotated secrets.",
+                )
+            )
         if not settings.multi_az:
             acknowledgments.append(
                 Acknowledgment(
@@ -198,7 +259,7 @@ class Database(Construct):
                     "keeps the data. Production turns it on with deletionProtection=true once the database exists.",
                 )
             )
-        Validations.of(self.instance).acknowledge(*acknowledgments)
+        Validations.of(self.target).acknowledge(*acknowledgments)
 
 
 class AppSecretRotation(Construct):

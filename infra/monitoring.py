@@ -11,7 +11,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.migrations import SERVICE_NAME
+from lambda_db_setup.cdk.construct import SERVICE_NAME
 
 FAILED_METRIC = "MigrationsFailed"  # the handler emits 1 on a failed run, 0 on a successful one
 ALARM_PERIOD = Duration.minutes(5)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct, Node
 
-from infra.database import AppSecretRotation, Database, DatabaseSettings
-from infra.migrations import TRIGGERS, Migrations, MigrationSettings
+from infra.database import ADMIN_USERNAME, ENGINES, AppSecretRotation, Database, DatabaseSettings
 from infra.monitoring import MigrationAlarm
 from infra.network import Network
+from lambda_db_setup import roles
+from lambda_db_setup.cdk import TRIGGERS, AppUser, DatabaseMigrations
 from lambda_db_setup.settings import BY_NAME, LOG_LEVELS
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"  # this project's own migrations
+STAGES = "stages"  # context: stage name -> the settings that stage changes
+USER_GROUPS = {"app_rw": roles.READWRITE, "app_tc": roles.TABLECREATOR}
 
 # CloudWatch Logs accepts only these retention periods.
 RETENTION_DAYS = {
@@ -44,6 +50,10 @@ class StackConfig:
     """Every deploy-time setting; each field is the context key of its camelCase name (cdk.json has them all)."""
 
     stack_name: str = "DbMigrations"
+    stage: str = ""  # with a stage: its settings from context "stages", and the stack DbMigrations-<stage>
+    engine: str = "postgres"
+    min_capacity: float = 0.5
+    max_capacity: float = 2.0
     vpc_cidr: str = "10.0.0.0/16"
     database_name: str = "app"
     instance_class: str = "t4g.micro"
@@ -51,7 +61,7 @@ class StackConfig:
     multi_az: bool = False
     deletion_protection: bool = False
     backup_retention_days: int = 7
-    iam_auth: bool = False
+    iam_auth: bool = BY_NAME["iam_auth"].default
     admin_rotation_days: int = 30
     app_rotation_days: int = 30
     log_retention_days: int = 30
@@ -67,6 +77,10 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.engine not in ENGINES:
+            problems.append(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if not 0 <= self.min_capacity <= self.max_capacity <= 256:
+            problems.append("minCapacity and maxCapacity must be 0 <= minCapacity <= maxCapacity <= 256 (ACUs)")
         if self.migration_trigger not in TRIGGERS:
             problems.append(f"migrationTrigger must be one of {', '.join(TRIGGERS)}, not {self.migration_trigger!r}")
         if self.log_retention_days not in RETENTION_DAYS:
@@ -93,14 +107,23 @@ class StackConfig:
 
     @classmethod
     def from_context(cls, node: Node) -> StackConfig:
-        """Read the settings from context, where ``-c key=value`` gives strings and cdk.json gives JSON."""
+        """Read the settings from context, where ``-c key=value`` gives strings and cdk.json gives JSON.
+
+        With ``stage``, that stage's entries under ``stages`` win over the top-level keys.
+        """
         kinds = {field.name: type(field.default) for field in fields(cls)}
+        overrides = _stage_overrides(node, set(cls.context_keys().values()))
         values = {}
         for name, key in cls.context_keys().items():
-            raw = node.try_get_context(key)
+            raw = overrides.get(key, node.try_get_context(key))
             if raw is not None:
                 values[name] = _coerce(raw, kinds[name], key)
         return cls(**values)
+
+    @property
+    def full_stack_name(self) -> str:
+        """``stackName``, or ``stackName-stage`` so that stages deploy side by side from one app."""
+        return f"{self.stack_name}-{self.stage}" if self.stage else self.stack_name
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -117,20 +140,9 @@ class StackConfig:
             backup_retention_days=self.backup_retention_days,
             iam_auth=self.iam_auth,
             admin_rotation_days=self.admin_rotation_days,
-        )
-
-    @property
-    def migrations(self) -> MigrationSettings:
-        return MigrationSettings(
-            trigger=self.migration_trigger,
-            lock_timeout_ms=self.lock_timeout_ms,
-            statement_timeout_ms=self.statement_timeout_ms,
-            metrics_namespace=self.metrics_namespace,
-            log_level=self.log_level,
-            log_retention=self.log_retention,
-            reserved_concurrency=self.reserved_concurrency,
-            lint_before_apply=self.lint_before_apply,
-            adopt_existing_schema=self.adopt_existing_schema,
+            engine=self.engine,
+            min_capacity=self.min_capacity,
+            max_capacity=self.max_capacity,
         )
 
 
@@ -141,8 +153,28 @@ class DbMigrationsStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.network = Network(self, "Network", cidr=config.vpc_cidr, log_retention=config.log_retention)
         self.database = Database(self, "Database", network=self.network, settings=config.database)
-        self.migrations = Migrations(
-            self, "Migrations", network=self.network, database=self.database, settings=config.migrations
+        self.migrations = DatabaseMigrations(
+            self,
+            "Migrations",
+            vpc=self.network.vpc,
+            vpc_subnets=self.network.subnets,
+            target=self.database.proxy,
+            admin_secret=self.database.admin_secret,
+            app_users=[AppUser(user, secret, USER_GROUPS[user]) for user, secret in self.database.app_secrets.items()],
+            migrations_dir=MIGRATIONS_DIR,
+            secrets_manager_endpoint=self.network.secrets_manager_endpoint,
+            trigger=config.migration_trigger,
+            iam_auth=config.iam_auth,
+            admin_username=ADMIN_USERNAME,
+            lock_timeout_ms=config.lock_timeout_ms,
+            statement_timeout_ms=config.statement_timeout_ms,
+            adopt_existing_schema=config.adopt_existing_schema,
+            lint_before_apply=config.lint_before_apply,
+            metrics_namespace=config.metrics_namespace,
+            log_level=config.log_level,
+            log_retention=config.log_retention,
+            reserved_concurrency=config.reserved_concurrency,
+            depends_on=[self.network, self.database],
         )
         # Rotation starts only once the migration run has created the users it rotates.
         self.app_rotation = AppSecretRotation(
@@ -164,6 +196,8 @@ class DbMigrationsStack(Stack):
             "AppTcSecretArn": self.database.app_secrets["app_tc"].secret_arn,
             "MigrationLogGroupName": self.migrations.log_groups["OnEvent"].log_group_name,
             "MigrationIsCompleteLogGroupName": self.migrations.log_groups["IsComplete"].log_group_name,
+            # what `--lambda` invokes: whoever may lambda:InvokeFunction runs operator commands
+            "MigrationFunctionName": self.migrations.on_event.function_name,
             "AlarmTopicArn": self.alarm.topic.topic_arn,
             "AppliedCount": self.migrations.resource.get_att_string("AppliedCount"),
             "LastMigration": self.migrations.resource.get_att_string("LastMigration"),
@@ -177,6 +211,20 @@ def _camel_case(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _stage_overrides(node: Node, keys: set[str]) -> dict[str, Any]:
+    """The chosen stage's settings (none without ``stage``); an unknown stage or key is an error."""
+    stage = node.try_get_context("stage")
+    if not stage:
+        return {}
+    stages = node.try_get_context(STAGES) or {}
+    if stage not in stages:
+        raise ValueError(f"Invalid CDK context: stage {stage!r} is not in {STAGES} ({', '.join(sorted(stages))})")
+    unknown = set(stages[stage]) - keys - {"stage"}
+    if unknown:
+        raise ValueError(f"Invalid CDK context: {STAGES}.{stage} has unknown keys {', '.join(sorted(unknown))}")
+    return stages[stage]
+
+
 def _coerce(raw: object, kind: type, key: str) -> object:
     """Context from the command line is always a string; turn it into the field's type."""
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
@@ -186,7 +234,9 @@ def _coerce(raw: object, kind: type, key: str) -> object:
         return text == "true"
     if kind is int and text.lstrip("-").isdigit():
         return int(text)
+    if kind is float and not isinstance(raw, bool) and text.replace(".", "", 1).lstrip("-").isdigit():
+        return float(text)
     if kind is str:
         return str(raw)
-    expected = {bool: "true or false", int: "a whole number"}[kind]
+    expected = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
     raise ValueError(f"Invalid CDK context: {key} must be {expected}, not {raw!r}")

@@ -1,5 +1,7 @@
 """Entry point of ``python -m lambda_db_setup``."""
 
-from .cli import run
+import sys
 
-run()
+from .cli import main
+
+sys.exit(main())

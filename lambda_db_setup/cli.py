@@ -48,6 +48,7 @@ COMMON_SETTINGS = (
     "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
 )  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
+MODULE_PROG, SCRIPT_PROG = "python -m lambda_db_setup", DISTRIBUTION  # how usage and --version name the CLI
 INTERRUPTED = (
     "interrupted: stopped by Ctrl-C; the migrations reported applied stay applied, and nothing of the interrupted"
     " migration was applied unless it runs outside a transaction (-- pgm:no-transaction); `status` shows where"
@@ -98,7 +99,7 @@ Command = Callable[[argparse.Namespace, Settings, Output], int]
 DatabaseCommand = Callable[[argparse.Namespace, Settings, Engine, Output], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = MODULE_PROG) -> argparse.ArgumentParser:
     """The commands; the connection and timeout options are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
     for name in COMMON_SETTINGS:
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="python -m lambda_db_setup",
+        prog=prog,
         description="PostgreSQL schema migrations (node-pg-migrate compatible).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -168,9 +169,9 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
     """Run one command; returns the exit code (errors are one line on stderr)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     out = Output(json=getattr(args, "json", False), secrets=url_secrets(_given_database_url(args)))
     out.show_starts = out.show_starts or getattr(args, "verbose", False)
     try:
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """The console script's entry point (``[project.scripts] lambda-db-setup = "lambda_db_setup.cli:run"``)."""
-    sys.exit(main())
+    sys.exit(main(prog=SCRIPT_PROG))
 
 
 def package_version() -> str:

@@ -109,6 +109,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="DB_PROXY_ENDPOINT",
     ),
     Setting(
+        "iam_auth", bool, False,
+        "log in with an RDS IAM auth token for the admin user instead of the secret's password (the proxy"
+        " requires IAM authentication)",
+        env="DB_IAM_AUTH", context="iamAuth",
+    ),
+    Setting(
         "sslmode", str, "verify-full", "libpq `sslmode` of the Lambda's connection",
         env="DB_SSLMODE", choices=SSL_MODES,
     ),
@@ -165,6 +171,7 @@ class Settings:
     app_rw_secret_arn: str | None
     app_tc_secret_arn: str | None
     proxy_endpoint: str | None
+    iam_auth: bool
     sslmode: str
     ca_bundle: str | None
     connect_timeout_seconds: int

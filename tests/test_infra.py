@@ -24,8 +24,9 @@ import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 
 from app import build
-from infra import bundling, migrations
 from infra.stack import DbMigrationsStack
+from lambda_db_setup.cdk import bundling
+from lambda_db_setup.cdk import construct as migrations
 from lambda_db_setup.settings import SETTINGS
 
 ASSET_LIMIT_BYTES = 30 * 1024 * 1024  # measured ~24 MB; boto3 + botocore alone would add ~25 MB more
@@ -49,6 +50,8 @@ ELF_MACHINE_AARCH64 = 0xB7  # e_machine, the 2 little-endian bytes at offset 18 
 # cfn-lint W3005: aws-cdk-lib adds DependsOn on roles that a GetAtt already implies; redundant, harmless.
 CFN_LINT_IGNORED = ("W3005",)
 CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))  # the venv's, beside this interpreter
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CODE_DIRS = ("lambda_db_setup", "migrations")  # what the asset holds beside its dependencies
 STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/DbMigrations/51af3dc0-da77-11e4-872e-1234567db123"
 ALARM_EMAIL = "db-oncall@example.com"
 
@@ -421,7 +424,7 @@ def test_trigger_is_the_code_hash_in_content_hash_mode(content_hash_synths: list
     first, second = content_hash_synths
     assert first.trigger() == second.trigger() == first.stack.migrations.asset.asset_hash
     (run,) = first.resources("Custom::DbMigrations").values()
-    assert run["MigrationsHash"] == bundling.migrations_fingerprint()
+    assert run["MigrationsHash"] == bundling.fingerprint(PROJECT_ROOT / "migrations")
 
 
 def test_outputs_for_operators(synth: Synth) -> None:
@@ -564,8 +567,8 @@ def test_asset_holds_arm64_psycopg2_code_migrations_and_ca_bundle(synth: Synth) 
     assert (asset / "certifi" / "cacert.pem").is_file()  # DB_CA_BUNDLE
     bundled = sorted(p.relative_to(asset).as_posix() for p in (asset / "migrations").rglob("*") if p.is_file())
     expected = sorted(
-        p.relative_to(bundling.PROJECT_ROOT).as_posix()
-        for p in (bundling.PROJECT_ROOT / "migrations").rglob("*")
+        p.relative_to(PROJECT_ROOT).as_posix()
+        for p in (PROJECT_ROOT / "migrations").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
     assert bundled == expected and bundled, "migrations/ not bundled as in the project"
@@ -593,7 +596,7 @@ def test_asset_size(synth: Synth) -> None:
 def local_runtime(synth: Synth) -> Path:
     """The asset's code over a local-architecture install of its requirements plus boto3 (as Lambda has)."""
     started = time.perf_counter()
-    dependencies = bundling.pip_install(bundling.PROJECT_ROOT / bundling.REQUIREMENTS, "boto3")
+    dependencies = bundling.pip_install(bundling.REQUIREMENTS, "boto3")
     print(f"\nlocal-architecture requirements (cached): {time.perf_counter() - started:.1f} s")
     return dependencies
 
@@ -601,7 +604,7 @@ def local_runtime(synth: Synth) -> Path:
 def test_handler_imports_with_only_the_bundled_dependencies(synth: Synth, local_runtime: Path, tmp_path: Path) -> None:
     task_root = tmp_path / "task"
     shutil.copytree(local_runtime, task_root)
-    for name in bundling.CODE_DIRS:
+    for name in CODE_DIRS:
         shutil.copytree(synth.asset_dir() / name, task_root / name)
     # -I -S: no user site, no site-packages, no environment; sys.path is the stdlib plus the task root.
     code = (

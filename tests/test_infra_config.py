@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from aws_cdk import App
 
 from app import CDK_JSON
 from infra.stack import StackConfig
+from lambda_db_setup.cdk import bundling
 from lambda_db_setup.settings import SETTINGS
 
 
@@ -22,12 +24,13 @@ def test_cdk_json_lists_every_setting_with_the_code_default() -> None:
 
 
 def test_the_lambda_bundles_the_squawk_that_check_runs_with() -> None:
-    def squawk_pin(requirements: str) -> list[str]:
-        lines = CDK_JSON.with_name(requirements).read_text().splitlines()
+    def squawk_pin(requirements: Path) -> list[str]:
+        lines = requirements.read_text().splitlines()
         return [line for line in lines if line.startswith("squawk-cli")]
 
-    assert len(squawk_pin("requirements-dev.txt")) == 1
-    assert squawk_pin("requirements-lambda-lint.txt") == squawk_pin("requirements-dev.txt")
+    dev = CDK_JSON.with_name("requirements-dev.txt")
+    assert len(squawk_pin(dev)) == 1
+    assert squawk_pin(bundling.LINT_REQUIREMENTS) == squawk_pin(dev)
 
 
 def test_command_line_strings_become_typed_values() -> None:

@@ -1,24 +1,32 @@
-"""The migration run: a Lambda in the VPC called by a CloudFormation custom resource on deploy."""
+"""DatabaseMigrations: a Lambda in the VPC, called by a CloudFormation custom resource on every deploy.
+
+Importable from the installed package (``from lambda_db_setup.cdk import DatabaseMigrations``) by any CDK
+Python app: it takes the network, the target (an RDS Proxy, or an instance's or cluster's endpoint), the
+secrets and the migrations directory as interfaces, so resources imported with ``from_*_attributes`` do.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from aws_cdk import Acknowledgment, Aws, CfnOutput, CustomResource, Duration, Fn, Stack, Validations
+from aws_cdk import Acknowledgment, Aws, CustomResource, Duration, Fn, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
-from constructs import Construct
+from constructs import Construct, IDependable
 
-from infra import bundling
-from infra.database import Database
-from infra.network import Network
-from lambda_db_setup.settings import BY_NAME, environment_variable
+from lambda_db_setup import roles
+from lambda_db_setup.cdk import bundling
+from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
 HANDLER_MODULE = "lambda_db_setup.handler"
@@ -61,23 +69,24 @@ FUNCTIONS = {
 }
 
 
+# The handler's contract: one secret per group role, each in its own variable.
+USER_SECRET_SETTINGS = {roles.READWRITE: "app_rw_secret_arn", roles.TABLECREATOR: "app_tc_secret_arn"}
+OPTIONAL_SWITCHES = ("iam_auth", "lint_before_apply")
+Target = rds.IDatabaseProxy | rds.IDatabaseInstance | rds.IDatabaseCluster
+
+
 @dataclass(frozen=True)
-class MigrationSettings:
-    """What the deployer may tune (see the stack's context keys)."""
+class AppUser:
+    """An application user the run creates or updates: its login role ``name`` (the secret's ``username``),
+    the secret holding its password, and the group role it joins (``readwrite`` or ``tablecreator``)."""
 
-    trigger: str
-    lock_timeout_ms: int
-    statement_timeout_ms: int
-    metrics_namespace: str
-    log_level: str
-    log_retention: logs.RetentionDays
-    reserved_concurrency: int
-    lint_before_apply: bool  # squawk in the asset; the handler refuses migrations it flags
-    adopt_existing_schema: bool  # record a schema built before tracking instead of migrating it
+    name: str
+    secret: secretsmanager.ISecret
+    group: str
 
 
-class Migrations(Construct):
-    """Runs the pending migrations through the proxy on every deploy (or when the code changes).
+class DatabaseMigrations(Construct):
+    """Runs the pending migrations against ``target`` on every deploy (or when the code changes).
 
     CloudFormation calls the Provider framework, which calls ``on_event`` and then polls
     ``is_complete`` until the run is done, within the budget above (CloudFormation's cap is one hour).
@@ -94,58 +103,93 @@ class Migrations(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        network: Network,
-        database: Database,
-        settings: MigrationSettings,
+        vpc: ec2.IVpc,
+        target: Target,
+        admin_secret: secretsmanager.ISecret,
+        app_users: Sequence[AppUser],
+        migrations_dir: str | Path,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        port: int = PROXY_PORT,
+        target_security_group: ec2.ISecurityGroup | None = None,
+        secrets_manager_endpoint: ec2.IConnectable | None = None,
+        trigger: str = ALWAYS,
+        iam_auth: bool = BY_NAME["iam_auth"].default,
+        admin_username: str = "postgres",
+        lock_timeout_ms: int = BY_NAME["lock_timeout_ms"].default,
+        statement_timeout_ms: int = BY_NAME["statement_timeout_ms"].default,
+        adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default,
+        lint_before_apply: bool = BY_NAME["lint_before_apply"].default,
+        metrics_namespace: str = BY_NAME["metrics_namespace"].default,
+        log_level: str = BY_NAME["log_level"].default,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        reserved_concurrency: int = 0,
+        depends_on: Sequence[IDependable] = (),
+        bundle_cache_dir: str | Path = bundling.DEFAULT_CACHE_DIR,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.asset = bundling.lambda_asset(self, "Code", lint=settings.lint_before_apply)
-        security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=network.vpc, allow_all_outbound=False, description="Migration Lambda"
-        )
-        database.allow_clients(security_group, "Migration Lambda to RDS Proxy")
-        network.allow_secrets_manager_from(security_group)
-        role = self._role(database)
-
+        migrations = _checked(trigger, migrations_dir)
+        self.asset = bundling.lambda_asset(self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir)
+        self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
+        role = self._role(admin_secret, app_users)
+        if iam_auth:  # rds-db:connect for the admin user, on the target (a proxy: its prx- resource id)
+            target.grant_connect(role, admin_username)
+        settings: dict[str, object] = {
+            "admin_secret_arn": admin_secret.secret_arn,
+            "proxy_endpoint": _endpoint(target),
+            **_user_secrets(app_users),
+            "lock_timeout_ms": lock_timeout_ms,
+            "statement_timeout_ms": statement_timeout_ms,
+            "adopt_existing_schema": adopt_existing_schema,
+            "metrics_namespace": metrics_namespace,
+            "log_level": log_level,
+            "iam_auth": iam_auth,
+            "lint_before_apply": lint_before_apply,
+        }
         common = {
-            "code": lambda_.Code.from_bucket_v2(self.asset.bucket, self.asset.s3_object_key),
-            "runtime": lambda_.Runtime.PYTHON_3_12,
-            "architecture": lambda_.Architecture.ARM_64,
-            "memory_size": 512,
             "role": role,
-            "vpc": network.vpc,
-            "vpc_subnets": network.subnets,
-            "security_groups": [security_group],
-            "environment": self._environment(database, settings),
-            # Unset by default: the advisory lock already serializes runs, and an account with the
-            # default concurrency quota of 10 cannot reserve any.
-            "reserved_concurrent_executions": settings.reserved_concurrency or None,
+            "vpc": vpc,
+            "vpc_subnets": vpc_subnets,
+            "environment": _environment(settings),
+            "reserved_concurrent_executions": reserved_concurrency or None,  # 0: unset (see the README)
         }
         self.log_groups: dict[str, logs.LogGroup] = {}
-        functions = {
-            function_id: self._function(function_id, settings.log_retention, common) for function_id in FUNCTIONS
-        }
-        self.on_event, self.is_complete = functions["OnEvent"], functions["IsComplete"]
-        # what `python -m lambda_db_setup --lambda` invokes; whoever may lambda:InvokeFunction it runs operator commands
-        CfnOutput(self, "MigrationFunctionName", value=self.on_event.function_name).override_logical_id(
-            "MigrationFunctionName"
-        )
+        self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
+        provider = self._provider(log_retention)
+        self.resource = self._run(provider, trigger, migrations)
+        self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
+        self._acknowledge_findings(role, provider)
 
-        provider = self._provider(settings)
-        self.resource = CustomResource(
+    def _run(self, provider: cr.Provider, trigger: str, migrations: Path) -> CustomResource:
+        """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``)."""
+        return CustomResource(
             self,
             "Run",
             service_token=provider.service_token,
             resource_type="Custom::DbMigrations",
             service_timeout=SERVICE_TIMEOUT,
             properties={
-                "Trigger": self.asset.asset_hash if settings.trigger == CONTENT_HASH else _now(),
-                "MigrationsHash": bundling.migrations_fingerprint(),
+                "Trigger": self.asset.asset_hash if trigger == CONTENT_HASH else _now(),
+                "MigrationsHash": bundling.fingerprint(migrations),
             },
         )
-        # Run only once the database, the proxy and every security-group rule on the path exist.
-        self.resource.node.add_dependency(network, database, security_group)
-        self._acknowledge_findings(role, provider)
+
+    def _network_access(
+        self, vpc: ec2.IVpc, target: ec2.IConnectable, port: int, endpoint: ec2.IConnectable | None
+    ) -> ec2.SecurityGroup:
+        """The functions' security group: to the target on ``port``, and HTTPS to Secrets Manager.
+
+        An imported proxy is not connectable (``from_database_proxy_attributes`` keeps its groups to
+        itself), so its security group comes as ``target_security_group``.
+        """
+        security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False, description="Migration Lambda"
+        )
+        target.connections.allow_from(security_group, ec2.Port.tcp(port), "Migration Lambda to the database")
+        if endpoint is not None:
+            endpoint.connections.allow_default_port_from(security_group, "Secrets Manager API")
+        else:  # no endpoint given: the Secrets Manager API by whatever route the subnets have (NAT, say)
+            security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "Secrets Manager API")
+        return security_group
 
     def _function(self, function_id: str, retention: logs.RetentionDays, common: dict[str, Any]) -> lambda_.Function:
         """One handler entry point, logging to ``/aws/lambda/<its name>``, the group a failure's Reason names."""
@@ -162,11 +206,16 @@ class Migrations(Construct):
             description=description,
             timeout=timeout,
             log_group=self.log_groups[function_id],
+            code=lambda_.Code.from_bucket_v2(self.asset.bucket, self.asset.s3_object_key),
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            memory_size=512,
+            security_groups=[self.security_group],
             **common,
         )
 
-    def _role(self, database: Database) -> iam.Role:
-        """One role for both functions: VPC access, their logs, and reading the three secrets."""
+    def _role(self, admin_secret: secretsmanager.ISecret, app_users: Sequence[AppUser]) -> iam.Role:
+        """One role for both functions: VPC access, their logs, and reading the admin and users' secrets."""
         role = iam.Role(
             self,
             "Role",
@@ -175,13 +224,13 @@ class Migrations(Construct):
                 iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
             ],
         )
-        for secret in database.secrets:
+        for secret in (admin_secret, *(user.secret for user in app_users)):
             secret.grant_read(role)
         return role
 
-    def _provider(self, settings: MigrationSettings) -> cr.Provider:
+    def _provider(self, log_retention: logs.RetentionDays) -> cr.Provider:
         """The framework that calls on_event, then polls is_complete, within the run's time budget."""
-        framework_logs = logs.LogGroup(self, "ProviderLogs", retention=settings.log_retention)
+        framework_logs = logs.LogGroup(self, "ProviderLogs", retention=log_retention)
         return cr.Provider(
             self,
             "Provider",
@@ -194,28 +243,6 @@ class Migrations(Construct):
             disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(destination=framework_logs, level=sfn.LogLevel.ALL),
         )
-
-    @staticmethod
-    def _environment(database: Database, settings: MigrationSettings) -> dict[str, str]:
-        """The contract with ``lambda_db_setup.handler``: each variable named by the settings table."""
-        values: dict[str, object] = {
-            "admin_secret_arn": database.admin_secret.secret_arn,
-            "proxy_endpoint": database.proxy.endpoint,
-            "app_rw_secret_arn": database.app_secrets["app_rw"].secret_arn,
-            "app_tc_secret_arn": database.app_secrets["app_tc"].secret_arn,
-            "ca_bundle": f"{TASK_ROOT}/certifi/cacert.pem",
-            "migrations_dir": f"{TASK_ROOT}/migrations",
-            "lock_timeout_ms": settings.lock_timeout_ms,
-            "statement_timeout_ms": settings.statement_timeout_ms,
-            "adopt_existing_schema": settings.adopt_existing_schema,
-            "service_name": SERVICE_NAME,
-            "metrics_namespace": settings.metrics_namespace,
-            "log_level": settings.log_level,
-            "run_budget_seconds": int(RUN_BUDGET.to_seconds()),
-        }
-        if settings.lint_before_apply:
-            values |= {"lint_before_apply": True, "squawk_binary": f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"}
-        return {environment_variable(name): _env_text(value) for name, value in values.items()}
 
     def _acknowledge_findings(self, role: iam.Role, provider: cr.Provider) -> None:
         """cdk-nag findings (and one CDK warning) kept on purpose, each with its reason."""
@@ -265,6 +292,48 @@ class Migrations(Construct):
                 "in the provider log group.",
             ),
         )
+
+
+def _endpoint(target: Target) -> str:
+    """Where the handler connects (``DB_PROXY_ENDPOINT``): the proxy's host, else the endpoint's host:port."""
+    if hasattr(target, "db_proxy_arn"):
+        return target.endpoint
+    if hasattr(target, "cluster_endpoint"):
+        return target.cluster_endpoint.socket_address
+    return target.instance_endpoint.socket_address
+
+
+def _user_secrets(app_users: Sequence[AppUser]) -> dict[str, str]:
+    """Each group's secret ARN under its setting; the handler needs exactly one user per group."""
+    groups = sorted(user.group for user in app_users)
+    if groups != sorted(USER_SECRET_SETTINGS):
+        raise ValueError(f"app_users must be one user per group {', '.join(USER_SECRET_SETTINGS)}, not {groups}")
+    return {USER_SECRET_SETTINGS[user.group]: user.secret.secret_arn for user in app_users}
+
+
+def _checked(trigger: str, migrations_dir: str | Path) -> Path:
+    """The migrations directory, absolute; a bad trigger or a missing directory fails the synth."""
+    migrations = Path(migrations_dir).resolve()
+    if trigger not in TRIGGERS or not migrations.is_dir():
+        raise ValueError(f"trigger must be one of {TRIGGERS} ({trigger!r}); migrations_dir a directory ({migrations})")
+    return migrations
+
+
+def _environment(values: dict[str, object]) -> dict[str, str]:
+    """The contract with ``lambda_db_setup.handler``: each variable named by the settings table.
+
+    The switches that are off by default appear only when on, as the handler reads unset as off.
+    """
+    values = {name: value for name, value in values.items() if name not in OPTIONAL_SWITCHES or value}
+    if values.get("lint_before_apply"):
+        values["squawk_binary"] = f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"
+    fixed = {
+        "ca_bundle": f"{TASK_ROOT}/certifi/cacert.pem",
+        "migrations_dir": f"{TASK_ROOT}/{bundling.MIGRATIONS}",
+        "service_name": SERVICE_NAME,
+        "run_budget_seconds": int(RUN_BUDGET.to_seconds()),
+    }
+    return {environment_variable(name): _env_text(value) for name, value in {**values, **fixed}.items()}
 
 
 def _env_text(value: object) -> str:

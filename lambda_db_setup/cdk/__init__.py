@@ -1,0 +1,8 @@
+"""The CDK side of lambda_db_setup: the ``DatabaseMigrations`` construct (needs the ``cdk`` extra).
+
+Never part of the Lambda's asset: the bundle copies the package without this subpackage.
+"""
+
+from lambda_db_setup.cdk.construct import ALWAYS, CONTENT_HASH, TRIGGERS, AppUser, DatabaseMigrations
+
+__all__ = ["ALWAYS", "CONTENT_HASH", "TRIGGERS", "AppUser", "DatabaseMigrations"]
