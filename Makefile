@@ -26,4 +26,4 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 
 test: $(VENV)/.installed node_modules/.installed lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
