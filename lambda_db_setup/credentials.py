@@ -111,4 +111,6 @@ def _text(document: dict[str, Any], key: str, where: str) -> str:
     value = document[key]
     if not isinstance(value, str) or not value:
         raise SecretError(f"{where}: '{key}' must be a non-empty string")
+    if "\x00" in value:  # libpq and PostgreSQL end a string there: the role would get a shorter password
+        raise SecretError(f"{where}: '{key}' holds a NUL character, which PostgreSQL cannot store as given")
     return value

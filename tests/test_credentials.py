@@ -96,6 +96,17 @@ def test_app_secret_without_password(client: Any) -> None:
         read_user_login(client, arn, "APP_TC_SECRET_ARN")
 
 
+@pytest.mark.parametrize("password", ["before\x00after", "\x00", "trailing\x00"])
+def test_a_password_postgres_would_cut_at_a_nul_is_refused_without_showing_it(client: Any, password: str) -> None:
+    arn = put(client, {"username": "app_rw", "password": password}, name="app-rw-nul")
+    with pytest.raises(SecretError) as raised:
+        read_user_login(client, arn, "APP_RW_SECRET_ARN")
+    assert str(raised.value) == (
+        f"APP_RW_SECRET_ARN: secret {arn}: 'password' holds a NUL character, which PostgreSQL cannot store as given"
+    )
+    assert "before" not in str(raised.value) and "trailing" not in str(raised.value)
+
+
 def test_binary_secret(client: Any) -> None:
     arn = client.create_secret(Name="binary", SecretBinary=b"\x00\x01")["ARN"]
     with pytest.raises(SecretError, match=r"holds binary data, not a JSON SecretString$"):
