@@ -17,14 +17,13 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from . import __version__, lock, remote
+from . import __version__, lock
 from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError, RunInterrupted
@@ -117,7 +116,7 @@ def build_parser(prog: str = MODULE_PROG) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
@@ -178,6 +177,8 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
         settings = load_settings(args, Path.cwd())
         out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
         if settings.lambda_function:
+            from . import remote  # boto3 and botocore: only for --lambda
+
             return remote.run(args, settings)
         return args.func(args, settings, out)
     except RunInterrupted as error:  # the engine knows what was applied and what was not
@@ -199,8 +200,21 @@ def run() -> None:
     sys.exit(main(prog=SCRIPT_PROG))
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (reading the installed metadata is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
+
+
 def package_version() -> str:
     """The installed distribution's version, else the source tree's (a checkout run with ``python -m``)."""
+    from importlib import metadata  # 50+ ms to import: only --version needs it
+
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
