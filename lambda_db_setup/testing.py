@@ -127,12 +127,19 @@ def migrated_database_url(migrations_server_url: str, migrated_template: str) ->
         yield url
 
 
-@pytest.fixture
-def migrated_conn(migrated_database_url: str) -> Iterator[Connection]:
-    """An autocommit connection to this test's migrated database."""
-    conn = psycopg2.connect(migrated_database_url)
+@contextmanager
+def autocommit_connection(url: str) -> Iterator[Connection]:
+    """A connection in autocommit mode (each statement its own transaction, as a test usually wants), closed after."""
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     try:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def migrated_conn(migrated_database_url: str) -> Iterator[Connection]:
+    """An autocommit connection to this test's migrated database."""
+    with autocommit_connection(migrated_database_url) as conn:
+        yield conn

@@ -43,12 +43,8 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     """An autocommit connection to the test's fresh database."""
-    connection = psycopg2.connect(database_url)
-    connection.autocommit = True
-    try:
+    with testing.autocommit_connection(database_url) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 @pytest.fixture
