@@ -153,7 +153,10 @@ def test_node_pg_migrate_holding_its_lock_keeps_the_runner_out(conn, database_ur
             deadline = time.monotonic() + 30
             with conn.cursor() as cursor:
                 while True:  # the runner is connected and polling for the lock
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lambda_db_setup'")
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE application_name = 'lambda_db_setup' AND datname = current_database()"
+                    )
                     if cursor.fetchone()[0]:
                         break
                     assert time.monotonic() < deadline and waiting.poll() is None

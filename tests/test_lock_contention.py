@@ -98,7 +98,7 @@ def test_migration_succeeds_when_traffic_lets_go_during_the_retries(conn, databa
                     for _ in range(200):  # until the runner waits for the lock (bounded: 10 s)
                         cursor.execute(
                             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                            " AND query LIKE '%ALTER TABLE items%'"
+                            " AND query LIKE '%ALTER TABLE items%' AND datname = current_database()"
                         )
                         if cursor.fetchone()[0]:
                             break
