@@ -109,9 +109,7 @@ class Database(Construct):
         # upgrades in the maintenance window; when raising this pin, pick one at least as new as the
         # instance already runs, or CloudFormation's update would be a downgrade.
         engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_13)
-        parameters = rds.ParameterGroup(
-            self, "Parameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
-        )
+        parameters = self._tls_only("Parameters", engine)
         return rds.DatabaseInstance(
             self,
             "Instance",
@@ -140,6 +138,12 @@ class Database(Construct):
             copy_tags_to_snapshot=True,
         )
 
+    def _tls_only(self, construct_id: str, engine: rds.IEngine) -> rds.ParameterGroup:
+        """The parameter group both engines get: the server refuses connections without TLS."""
+        return rds.ParameterGroup(
+            self, construct_id, engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
+        )
+
     def _cluster(
         self,
         network: Network,
@@ -150,9 +154,7 @@ class Database(Construct):
         """Aurora PostgreSQL 16 with one Serverless v2 writer: TLS only, encrypted, private; may auto-pause."""
         # 16.3 or later for a minimum capacity of 0 (auto-pause); the same pin rule as the instance's.
         engine = rds.DatabaseClusterEngine.aurora_postgres(version=rds.AuroraPostgresEngineVersion.VER_16_13)
-        parameters = rds.ParameterGroup(
-            self, "ClusterParameters", engine=engine, description="TLS only", parameters={"rds.force_ssl": "1"}
-        )
+        parameters = self._tls_only("ClusterParameters", engine)
         return rds.DatabaseCluster(
             self,
             "Cluster",
