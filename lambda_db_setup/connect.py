@@ -53,7 +53,8 @@ class Target:
         return f"{self.host}:{self.port} (database {self.dbname}, user {self.user})"
 
 
-def _target(login: AdminLogin, settings: Settings) -> Target:
+def target(login: AdminLogin, settings: Settings) -> Target:
+    """The proxy endpoint when configured, else the secret's host; the secret's database and user."""
     host, port = (settings.proxy_host, settings.proxy_port) if settings.proxy_host else (login.host, login.port)
     return Target(host=host, port=port, dbname=login.dbname, user=login.username)
 
@@ -64,7 +65,7 @@ def connect(login: AdminLogin, settings: Settings, *, deadline: float, applicati
     With ``iam_auth`` the password is an RDS auth token for the target (signed locally, valid 15 minutes),
     made for each attempt, so a long wait for a resuming cluster never outlives its token.
     """
-    where = _target(login, settings)
+    where = target(login, settings)
     started = time.monotonic()
     backoff = FIRST_BACKOFF_SECONDS
     attempt = 0

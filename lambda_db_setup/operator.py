@@ -16,10 +16,12 @@ import io
 import os
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 from psycopg2.extensions import make_dsn
 
 from . import credentials
+from .connect import target
 from .errors import EventError
 from .settings import BY_NAME, Settings
 
@@ -135,20 +137,11 @@ def _database_url() -> Iterator[None]:
     login = credentials.read_admin_login(
         credentials.secrets_client(), settings.admin_secret_arn, BY_NAME["admin_secret_arn"].env
     )
-    host, port = (settings.proxy_host, settings.proxy_port) if settings.proxy_host else (login.host, login.port)
+    where = target(login, settings)
     tls = {"sslrootcert": settings.ca_bundle} if settings.ca_bundle else {}
     url = make_dsn(
-        host=host, port=port, dbname=login.dbname, user=login.username, password=login.password,
+        host=where.host, port=where.port, dbname=where.dbname, user=where.user, password=login.password,
         sslmode=settings.sslmode, **tls,
     )  # fmt: skip
-    overlay = {BY_NAME["database_url"].env: url, BY_NAME["lambda_function"].env: ""}
-    before = {name: os.environ.get(name) for name in overlay}
-    os.environ.update(overlay)
-    try:
+    with mock.patch.dict(os.environ, {BY_NAME["database_url"].env: url, BY_NAME["lambda_function"].env: ""}):
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
