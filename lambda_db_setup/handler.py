@@ -258,9 +258,7 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
     settings = Settings.from_env()
     budget = _budget_deadline(settings, invocation.started)
     work_deadline = min(deadline, budget)
-    client = credentials.secrets_client()
-    admin = credentials.read_admin_login(client, settings.admin_secret_arn, BY_NAME["admin_secret_arn"].env)
-    users = _read_app_users(client, settings)
+    admin, users = _read_logins(settings)
 
     def on_migration(outcome: MigrationOutcome) -> None:
         on_ran(outcome)
@@ -319,12 +317,18 @@ def _budget_spent(settings: Settings, result: RunResult, invocation: Invocation)
     )
 
 
-def _read_app_users(client: Any, settings: Settings) -> list[roles.AppUser]:
-    """Read at the start of every run: a broken app secret fails the deploy before the schema changes."""
-    return [
-        roles.AppUser(credentials.read_user_login(client, getattr(settings, name), BY_NAME[name].env), group)
-        for name, group in (("app_rw_secret_arn", roles.READWRITE), ("app_tc_secret_arn", roles.TABLECREATOR))
-    ]
+def _read_logins(settings: Settings) -> tuple[credentials.AdminLogin, list[roles.AppUser]]:
+    """The admin and app users' logins, all three secrets in one Secrets Manager call.
+
+    Read at the start of every run, the app secrets too: a broken one fails the deploy before the schema changes.
+    """
+    user_settings = (("app_rw_secret_arn", roles.READWRITE), ("app_tc_secret_arn", roles.TABLECREATOR))
+    names = ("admin_secret_arn", *(name for name, _ in user_settings))
+    client = credentials.secrets_client()
+    secrets = credentials.read_secrets(client, {BY_NAME[name].env: getattr(settings, name) for name in names})
+    admin = credentials.admin_login(secrets[BY_NAME["admin_secret_arn"].env])
+    users = [roles.AppUser(credentials.user_login(secrets[BY_NAME[name].env]), group) for name, group in user_settings]
+    return admin, users
 
 
 def _engine_options(settings: Settings, deadline: float) -> EngineOptions:

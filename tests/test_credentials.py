@@ -1,26 +1,39 @@
-"""Reading the admin and app secrets (moto's Secrets Manager): each failure says which, never a value."""
+"""Reading the admin and app secrets (moto's Secrets Manager): one call for all, each failure says which, never a value.
+
+Where moto cannot answer as Secrets Manager would (AccessDenied, DecryptionFailure), botocore's Stubber
+gives the answer on a real client; it checks that answer against the service's model.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from lambda_db_setup.credentials import (
+    BATCH_LIMIT,
+    CLIENT_ERROR_REASONS,
     AdminLogin,
     UserLogin,
+    admin_login,
     read_admin_login,
-    read_user_login,
+    read_secrets,
     secrets_client,
+    user_login,
 )
 from lambda_db_setup.errors import SecretError
 
 PASSWORD = "s3cr3t-SENTINEL-value"
+SECRETS = "arn:aws:secretsmanager:eu-central-1:123456789012:secret"  # an ARN without the secret's name
 RDS_SECRET = {
     "username": "postgres",
     "password": PASSWORD,
@@ -44,6 +57,28 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def put(client: Any, value: object, *, name: str = "db-admin") -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return client.create_secret(Name=name, SecretString=text)["ARN"]
+
+
+def real_client(**options: Any) -> Any:
+    """A client outside moto: for botocore's Stubber, or for an endpoint that does not answer."""
+    return boto3.client(
+        "secretsmanager", region_name="eu-central-1", aws_access_key_id="x", aws_secret_access_key="x", **options
+    )
+
+
+def read_user_login(client: Any, arn: str, variable: str) -> UserLogin:
+    return user_login(read_secrets(client, {variable: arn})[variable])
+
+
+def secrets_calls(client: Any) -> list[tuple[str, list[str]]]:
+    """Every Secrets Manager call ``client`` makes from now on: the operation, and the ids it asked for."""
+    calls: list[tuple[str, list[str]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, json.loads(params["body"] or b"{}").get("SecretIdList", [])))
+
+    client.meta.events.register("before-call.secrets-manager.*", record)
+    return calls
 
 
 def test_reads_the_secret_rds_writes(client: Any) -> None:
@@ -115,12 +150,165 @@ def test_binary_secret(client: Any) -> None:
 
 def test_access_denied_is_named() -> None:
     """moto allows everything, so the AccessDenied answer is stubbed on a real client."""
-    from botocore.stub import Stubber
-
-    client = boto3.client(
-        "secretsmanager", region_name="eu-central-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
+    client = real_client()
     with Stubber(client) as stub:
-        stub.add_client_error("get_secret_value", service_error_code="AccessDeniedException", http_status_code=400)
+        stub.add_client_error(
+            "batch_get_secret_value", service_error_code="AccessDeniedException", http_status_code=400
+        )
         with pytest.raises(SecretError, match=r"^DB_SECRET_ARN: secret arn:x not readable by this function"):
             read_admin_login(client, "arn:x", "DB_SECRET_ARN")
+
+
+# -- all secrets in one call ---------------------------------------------------------------------------
+
+
+def three_secrets(client: Any) -> dict[str, str]:
+    """The handler's three variables -> the ARNs of their secrets; every password is PASSWORD."""
+    return {
+        "DB_SECRET_ARN": put(client, RDS_SECRET),
+        "APP_RW_SECRET_ARN": put(client, {"username": "app_rw", "password": PASSWORD}, name="app-rw"),
+        "APP_TC_SECRET_ARN": put(client, {"username": "app_tc", "password": PASSWORD}, name="app-tc"),
+    }
+
+
+def shows_no_value(error: BaseException) -> bool:
+    return PASSWORD not in "".join(traceback.format_exception(error))
+
+
+def test_three_secrets_are_read_in_one_call(client: Any) -> None:
+    arns = three_secrets(client)
+    calls = secrets_calls(client)
+    secrets = read_secrets(client, arns)
+    assert calls == [("BatchGetSecretValue", list(arns.values()))]
+    assert admin_login(secrets["DB_SECRET_ARN"]) == AdminLogin("postgres", PASSWORD, RDS_SECRET["host"], 5432, "app")
+    assert user_login(secrets["APP_RW_SECRET_ARN"]) == UserLogin("app_rw", PASSWORD)
+    assert user_login(secrets["APP_TC_SECRET_ARN"]) == UserLogin("app_tc", PASSWORD)
+    assert PASSWORD not in repr(secrets)
+
+
+def test_one_secret_for_two_variables_is_asked_for_once(client: Any) -> None:
+    arn = put(client, {"username": "app", "password": PASSWORD}, name="app")
+    calls = secrets_calls(client)
+    secrets = read_secrets(client, {"APP_RW_SECRET_ARN": arn, "APP_TC_SECRET_ARN": arn})
+    assert calls == [("BatchGetSecretValue", [arn])]
+    assert (
+        user_login(secrets["APP_RW_SECRET_ARN"])
+        == user_login(secrets["APP_TC_SECRET_ARN"])
+        == UserLogin("app", PASSWORD)
+    )
+
+
+def test_a_missing_secret_shared_by_two_variables_names_both(client: Any) -> None:
+    arn = f"{SECRETS}:app-AbCdEf"
+    with pytest.raises(SecretError, match=f"^APP_RW_SECRET_ARN, APP_TC_SECRET_ARN: secret {arn} not found$"):
+        read_secrets(client, {"APP_RW_SECRET_ARN": arn, "APP_TC_SECRET_ARN": arn})
+
+
+@pytest.mark.parametrize("variable", ["DB_SECRET_ARN", "APP_RW_SECRET_ARN", "APP_TC_SECRET_ARN"])
+def test_a_missing_secret_among_three_is_named(client: Any, variable: str) -> None:
+    arns = three_secrets(client)
+    client.delete_secret(SecretId=arns[variable], ForceDeleteWithoutRecovery=True)
+    calls = secrets_calls(client)
+    with pytest.raises(SecretError, match=f"^{variable}: secret {arns[variable]} not found$") as raised:
+        read_secrets(client, arns)
+    assert len(calls) == 1
+    assert shows_no_value(raised.value)  # the other two were read, and stay out of the message
+
+
+def test_a_secret_scheduled_for_deletion_says_so(client: Any) -> None:
+    arns = three_secrets(client)
+    client.delete_secret(SecretId=arns["APP_RW_SECRET_ARN"])  # the default 30-day recovery window
+    reason = re.escape(CLIENT_ERROR_REASONS["InvalidRequestException"])
+    with pytest.raises(SecretError, match=f"^APP_RW_SECRET_ARN: secret {arns['APP_RW_SECRET_ARN']} {reason}$"):
+        read_secrets(client, arns)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("not json " + PASSWORD, "is not valid JSON"), (json.dumps([PASSWORD]), "is JSON but not an object")],
+)
+def test_an_unusable_secret_among_three_is_named_without_any_value(client: Any, text: str, reason: str) -> None:
+    arns = three_secrets(client)
+    client.put_secret_value(SecretId=arns["APP_TC_SECRET_ARN"], SecretString=text)
+    with pytest.raises(SecretError, match=f"^APP_TC_SECRET_ARN: secret {arns['APP_TC_SECRET_ARN']} {reason}") as raised:
+        read_secrets(client, arns)
+    assert shows_no_value(raised.value)
+
+
+def test_secrets_are_matched_by_arn_name_and_partial_arn(client: Any) -> None:
+    admin = put(client, RDS_SECRET)
+    put(client, {"username": "app_rw", "password": PASSWORD}, name="app-rw")
+    tc = put(client, {"username": "app_tc", "password": PASSWORD}, name="app-tc")
+    # a secret named like another's ARN suffix: its partial ARN is the admin secret's full ARN
+    look_alike = put(client, {"username": "other", "password": PASSWORD}, name=admin.rsplit(":", 1)[1])
+    asked = {"DB_SECRET_ARN": admin, "APP_RW_SECRET_ARN": "app-rw", "APP_TC_SECRET_ARN": tc[:-7], "OTHER": look_alike}
+    secrets = read_secrets(client, asked)
+    assert admin_login(secrets["DB_SECRET_ARN"]).username == "postgres"  # the exact ARN, not the look-alike
+    users = {name: user_login(secrets[name]).username for name in ("APP_RW_SECRET_ARN", "APP_TC_SECRET_ARN", "OTHER")}
+    assert users == {"APP_RW_SECRET_ARN": "app_rw", "APP_TC_SECRET_ARN": "app_tc", "OTHER": "other"}
+
+
+@pytest.mark.parametrize(("code", "reason"), CLIENT_ERROR_REASONS.items())
+def test_each_error_secrets_manager_reports_for_one_secret_is_named(code: str, reason: str) -> None:
+    """The per-secret Errors of BatchGetSecretValue (AccessDenied, DecryptionFailure: moto sends neither)."""
+    names = {"DB_SECRET_ARN": "db-admin", "APP_RW_SECRET_ARN": "app-rw", "APP_TC_SECRET_ARN": "app-tc"}
+    arns = {variable: f"{SECRETS}:{name}-AbCdEf" for variable, name in names.items()}
+    values = [
+        {"ARN": arns["DB_SECRET_ARN"], "Name": "db-admin", "SecretString": json.dumps(RDS_SECRET)},
+        {"ARN": arns["APP_TC_SECRET_ARN"], "Name": "app-tc", "SecretString": json.dumps({"password": PASSWORD})},
+    ]
+    # the service's own message is never passed on
+    errors = [{"SecretId": arns["APP_RW_SECRET_ARN"], "ErrorCode": code, "Message": f"stub: {PASSWORD}"}]
+    client = real_client()
+    with Stubber(client) as stub:
+        answer = {"SecretValues": values, "Errors": errors}
+        stub.add_response("batch_get_secret_value", answer, {"SecretIdList": list(arns.values())})
+        with pytest.raises(SecretError) as raised:
+            read_secrets(client, arns)
+    assert str(raised.value) == f"APP_RW_SECRET_ARN: secret {arns['APP_RW_SECRET_ARN']} {reason}"
+    assert shows_no_value(raised.value)
+
+
+def test_a_secret_left_out_of_the_answer_is_named() -> None:
+    arns = {"DB_SECRET_ARN": "db-admin", "APP_RW_SECRET_ARN": "app-rw"}
+    client = real_client()
+    with Stubber(client) as stub:
+        value = {"ARN": f"{SECRETS}:db-admin-AbCdEf", "Name": "db-admin", "SecretString": "{}"}
+        stub.add_response("batch_get_secret_value", {"SecretValues": [value], "Errors": []})
+        with pytest.raises(SecretError, match=r"^APP_RW_SECRET_ARN: secret app-rw is missing from Secrets Manager's"):
+            read_secrets(client, arns)
+
+
+def test_a_refused_call_names_every_secret_and_the_permission() -> None:
+    arns = {"DB_SECRET_ARN": "arn:a", "APP_RW_SECRET_ARN": "arn:b", "APP_TC_SECRET_ARN": "arn:b"}
+    client = real_client()
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "batch_get_secret_value", service_error_code="AccessDeniedException", http_status_code=400
+        )
+        with pytest.raises(SecretError) as raised:
+            read_secrets(client, arns)
+    assert str(raised.value) == (
+        "DB_SECRET_ARN: secret arn:a; APP_RW_SECRET_ARN, APP_TC_SECRET_ARN: secret arn:b not readable by this"
+        " function (AccessDenied): the BatchGetSecretValue call itself failed, so none was read (the role needs"
+        " secretsmanager:BatchGetSecretValue on Resource *)"
+    )
+
+
+def test_an_unreachable_service_names_every_secret() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the client tries it
+    config = Config(connect_timeout=1, retries={"max_attempts": 1})
+    client = real_client(endpoint_url=f"http://127.0.0.1:{port}", config=config)
+    where = "DB_SECRET_ARN: secret arn:a; APP_RW_SECRET_ARN: secret arn:b"
+    with pytest.raises(SecretError, match=rf"^{where}: Secrets Manager not reachable \(EndpointConnectionError: "):
+        read_secrets(client, {"DB_SECRET_ARN": "arn:a", "APP_RW_SECRET_ARN": "arn:b"})
+
+
+def test_more_than_twenty_secrets_take_one_call_per_twenty(client: Any) -> None:
+    arns = {f"SECRET_{n}": put(client, {"n": n}, name=f"s{n}") for n in range(BATCH_LIMIT + 5)}
+    calls = secrets_calls(client)
+    secrets = read_secrets(client, arns)
+    assert [len(ids) for _, ids in calls] == [BATCH_LIMIT, 5]
+    assert [secret.document["n"] for secret in secrets.values()] == list(range(BATCH_LIMIT + 5))

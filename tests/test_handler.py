@@ -39,6 +39,7 @@ from lambda_db_setup.options import EngineOptions
 from tests import cfn_events
 from tests.cfn_events import LambdaContext
 from tests.helpers import applied_names, count_reads, table_exists, write_py, write_sql
+from tests.test_credentials import secrets_calls
 
 ADMIN_PASSWORD = "Adm1n-pw-SENTINEL-4f1c"  # trust auth ignores it; it must still never reach a log
 
@@ -335,6 +336,24 @@ def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, m
     with pytest.raises(SecretError, match=f"^APP_TC_SECRET_ARN: secret {deployment.app_tc_secret_arn} not found$"):
         handler.on_event(cfn_events.create(), LambdaContext())
     assert not table_exists(deployment.conn, "pgmigrations")
+
+
+def test_each_invocation_reads_the_three_secrets_in_one_call(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    calls: list[list[tuple[str, list[str]]]] = []  # one list per client the handler makes
+    make_client = handler.credentials.secrets_client
+
+    def counted_client() -> Any:
+        client = make_client()
+        calls.append(secrets_calls(client))
+        return client
+
+    monkeypatch.setattr(handler.credentials, "secrets_client", counted_client)
+    deployment.deploy(cfn_events.create())
+    arns = [deployment.admin_secret_arn, deployment.app_rw_secret_arn, deployment.app_tc_secret_arn]
+    assert calls == [[("BatchGetSecretValue", arns)]] * 2  # on_event, then is_complete: one call each
 
 
 def test_missing_setting_names_the_variable(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -511,30 +511,42 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def test_secrets_manager_statements_name_only_the_three_secrets(synth: Synth) -> None:
+    """Only BatchGetSecretValue, which takes no resource, is on '*': it returns what GetSecretValue allows."""
     secrets = [synth.ref(secret.secret_arn) for secret in synth.stack.database.secrets]
     named = []
+    wildcard_actions = []
     for statement in _statements(synth):
-        if any(action.startswith("secretsmanager:") for action in _as_list(statement["Action"])):
+        actions = _as_list(statement["Action"])
+        if any(action.startswith("secretsmanager:") for action in actions):
             assert statement["Effect"] == "Allow"
             for resource in _as_list(statement["Resource"]):
+                if resource == "*":
+                    wildcard_actions += actions
+                    continue
                 assert resource in secrets, f"secretsmanager statement on {resource}"
                 named.append(resource)
     assert all(secret in named for secret in secrets)
+    assert wildcard_actions == ["secretsmanager:BatchGetSecretValue"]
 
 
 def test_migration_role_reads_exactly_the_three_secrets(synth: Synth) -> None:
-    role = synth.stack.migrations.on_event.role
+    role_ref = synth.ref(synth.stack.migrations.on_event.role.role_name)
     secrets = [synth.ref(secret.secret_arn) for secret in synth.stack.database.secrets]
-    role_ref = synth.ref(role.role_name)
-    readable = [
-        resource
+    statements = [
+        statement
         for policy in synth.resources("AWS::IAM::Policy").values()
         if role_ref in policy["Roles"]
         for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    readable = [
+        resource
+        for statement in statements
         if "secretsmanager:GetSecretValue" in _as_list(statement["Action"])
         for resource in _as_list(statement["Resource"])
     ]
     assert sorted(map(json.dumps, readable)) == sorted(map(json.dumps, secrets))
+    batch = {"Action": "secretsmanager:BatchGetSecretValue", "Effect": "Allow", "Resource": "*"}
+    assert [statement for statement in statements if "BatchGetSecretValue" in json.dumps(statement)] == [batch]
 
 
 def test_cdk_nag_reports_no_unacknowledged_error(synth: Synth, content_hash_synths: list[Synth]) -> None:

@@ -37,6 +37,7 @@ MANAGED_POLICY_ARN = "arn:<AWS::Partition>:iam::aws:policy"  # as cdk-nag spells
 FRAMEWORK_WAITERS = ("framework-isComplete", "framework-onTimeout")  # Provider children its state machine invokes
 SERVICE_NAME = BY_NAME["service_name"].default  # powertools adds it to every metric as dimension "service"
 FUNCTION_NAME_MAX = 64  # Lambda's limit on a function name
+BATCH_READ_POLICY = "BatchGetSecretValue"  # the role's policy for the handler's one read of all its secrets
 
 # The time budget of one run. CloudFormation waits at most an hour for a custom resource (ServiceTimeout,
 # 1-3600 s). The Provider framework calls on_event once, then is_complete, waiting QUERY_INTERVAL between
@@ -226,6 +227,15 @@ class DatabaseMigrations(Construct):
         )
         for secret in (admin_secret, *(user.secret for user in app_users)):
             secret.grant_read(role)
+        # The handler reads the secrets in one BatchGetSecretValue call. That action takes no resource, and
+        # Secrets Manager still checks GetSecretValue (granted above) on each secret it returns. In its own
+        # policy, a child of the role (so the functions wait for it), whose one finding is acknowledged alone.
+        iam.Policy(
+            role,
+            BATCH_READ_POLICY,
+            roles=[role],
+            statements=[iam.PolicyStatement(actions=["secretsmanager:BatchGetSecretValue"], resources=["*"])],
+        )
         return role
 
     def _provider(self, log_retention: logs.RetentionDays) -> cr.Provider:
@@ -265,6 +275,13 @@ class DatabaseMigrations(Construct):
                 id=f"AwsSolutions-IAM4[Policy::{MANAGED_POLICY_ARN}/service-role/AWSLambdaVPCAccessExecutionRole]",
                 reason="AWS-maintained policy for a Lambda in a VPC: its own logs and the network interfaces Lambda "
                 "manages in the subnets (those EC2 actions accept no narrower resource).",
+            )
+        )
+        Validations.of(role.node.find_child(BATCH_READ_POLICY)).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="secretsmanager:BatchGetSecretValue accepts only Resource '*'; Secrets Manager also checks "
+                "GetSecretValue on each secret, which the role has on exactly its three secrets.",
             )
         )
         # The Provider framework's own functions, roles and state machine, as aws-cdk-lib builds them.
