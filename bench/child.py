@@ -1,7 +1,7 @@
 """One engine operation in a fresh interpreter, timed after the imports, reported as one JSON line.
 
-``python -m bench.child up|plan|baseline|hash DIR [URL] [--to NAME] [--watch]``. The timing includes
-``psycopg2.connect`` and closing, as a deploy pays them; the parent reads the process's peak RSS. Every
+``python -m bench.child up|plan|baseline|hash DIR [URL] [--to NAME] [--single-transaction] [--watch]``. The timing
+includes ``psycopg2.connect`` and closing, as a deploy pays them; the parent reads the process's peak RSS. Every
 ``execute`` is counted: each is one simple-query round trip (the engine never uses ``executemany``).
 With ``--watch`` an audit hook counts the files under DIR that are opened and executed, which shows
 what the run reads; the hook costs time, so watched runs are not the timed ones.
@@ -21,6 +21,7 @@ import psycopg2.extensions
 
 from lambda_db_setup.discovery import discover
 from lambda_db_setup.engine import Engine
+from lambda_db_setup.options import EngineOptions
 
 
 class CountingCursor(psycopg2.extensions.cursor):
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("url", nargs="?")
     parser.add_argument("--to", help="baseline: record up to and including this migration")
+    parser.add_argument("--single-transaction", action="store_true", help="up: all migrations in one transaction")
     parser.add_argument("--watch", action="store_true", help="count files opened and executed under DIRECTORY")
     args = parser.parse_args()
     watch = FileWatch(args.directory) if args.watch else None
@@ -66,7 +68,7 @@ def main() -> None:
     else:
         conn = psycopg2.connect(args.url, cursor_factory=CountingCursor)
         try:
-            engine = Engine(conn, args.directory)
+            engine = Engine(conn, args.directory, EngineOptions(single_transaction=args.single_transaction))
             if args.op == "up":
                 report["applied"] = len(engine.up().ran)
             elif args.op == "plan":

@@ -73,6 +73,7 @@ class StackConfig:
     reserved_concurrency: int = 0
     lint_before_apply: bool = BY_NAME["lint_before_apply"].default
     adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default
+    single_transaction: bool = BY_NAME["single_transaction"].default
     alarm_email: str = ""
 
     def __post_init__(self) -> None:
@@ -169,6 +170,7 @@ class DbMigrationsStack(Stack):
             lock_timeout_ms=config.lock_timeout_ms,
             statement_timeout_ms=config.statement_timeout_ms,
             adopt_existing_schema=config.adopt_existing_schema,
+            single_transaction=config.single_transaction,
             lint_before_apply=config.lint_before_apply,
             metrics_namespace=config.metrics_namespace,
             log_level=config.log_level,

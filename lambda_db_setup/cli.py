@@ -140,17 +140,20 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     up.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
     up.add_argument("--json", action="store_true", help="one JSON document on stdout; progress on stderr")
     _add_setting_flag(up, BY_NAME["adopt_existing_schema"])
+    _add_setting_flag(up, BY_NAME["single_transaction"])
 
     down = command("down", _on_database(_down), "revert the newest applied migrations")
     down.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     down.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
     down.add_argument("--to", metavar="NAME", help="revert newest first down to and including NAME")
     down.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+    _add_setting_flag(down, BY_NAME["single_transaction"])
 
     redo = command("redo", _on_database(_redo), "revert and re-apply the newest migrations")
     redo.add_argument("count", nargs="?", type=_positive_int, default=1, help="how many (default 1)")
     redo.add_argument("--force", action="store_true", help="drop tables even when they hold rows")
     redo.add_argument("--dry-run", action="store_true", help="print the downs' and ups' SQL, change nothing")
+    _add_setting_flag(redo, BY_NAME["single_transaction"])
 
     status = command("status", _on_database(_status), "applied, pending, drifted and missing migrations")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")

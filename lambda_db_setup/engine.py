@@ -16,11 +16,10 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from . import schema_check, tracking
-from .builder import MigrationBuilder
 from .dataloss import Guard, refuse_data_loss
 from .discovery import Direction, Migration, scan
 from .errors import RunInterrupted
-from .execute import Executor, OnMigration
+from .execute import Executor, OnMigration, Step
 from .options import EngineOptions
 from .plan import Plan, make_plan
 from .progress import SILENT, Progress
@@ -28,7 +27,6 @@ from .results import Action, BaselineResult, MigrationOutcome, RunResult
 from .session import Session, open_session
 
 Vet = Callable[[list[MigrationOutcome]], None]  # sees the rendered pending migrations; raises to refuse
-Step = tuple[Migration, Direction, MigrationBuilder]  # one migration to run, which way, its built SQL
 
 
 @dataclass(frozen=True)
@@ -187,30 +185,53 @@ class Engine:
     def _run(
         opened: Opened, result: RunResult, steps: list[Step], *, guard: Guard | None = None, deadline: bool = False
     ) -> None:
-        """Run the steps in order (with ``deadline``, stop before one that could not finish in time).
+        """Run the steps in order, a transaction at a time (with ``deadline``, stop before one that could not
+        finish in time). Every transaction but the run's last commits asynchronously; a run that stops before
+        its last waits for them to reach the disk, so what it reports as done survives a crash.
 
-        Ctrl-C becomes `RunInterrupted`: the migration it hit was rolled back; the lock goes with the session.
+        Ctrl-C becomes `RunInterrupted`, which counts the transaction it hit as done when its COMMIT went through
+        (Ctrl-C acts when the round trip returns); the lock goes with the session.
         """
         before = len(result.outcomes)
+        groups = _transactions(steps, single=opened.session.options.single_transaction)
+        finished = False
         try:
-            for index, (migration, direction, builder) in enumerate(steps):
+            for index, group in enumerate(groups):
                 if deadline and opened.session.options.out_of_time():
-                    result.pending = [step[0] for step in steps[index:]]
+                    result.pending = [step[0] for later in groups[index:] for step in later]
                     return
-                down_guard = guard if direction == "down" else None
-                result.outcomes.append(opened.executor.run(migration, direction, builder, down_guard))
+                last = index == len(groups) - 1
+                result.outcomes += opened.executor.run(group, guard, durable=last)
+                finished = last
         except KeyboardInterrupt:
             raise _interrupted(opened, steps, len(result.outcomes) - before) from None
+        finally:
+            if len(result.outcomes) > before and not finished:
+                opened.executor.make_durable()
+
+
+def _transactions(steps: list[Step], *, single: bool) -> list[list[Step]]:
+    """The steps a transaction at a time: each alone, or (``single``) consecutive transactional ones together;
+    a no-transaction migration is always alone."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        joins = single and groups and step[2].use_transaction and groups[-1][-1][2].use_transaction
+        if joins:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
 
 
 def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted:
-    """What a Ctrl-C left: ``done`` steps finished, plus the one it hit if its COMMIT had already gone through."""
+    """What a Ctrl-C left: ``done`` steps finished, plus those of the transaction it hit if its COMMIT had
+    already gone through."""
     try:
         opened.session.rollback()
         recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
-    except psycopg2.Error:  # the connection went with the interrupt: the migration it hit was not committed
+    except psycopg2.Error:  # the connection went with the interrupt: the transaction it hit was not committed
         recorded = {migration.name for migration, direction, _ in steps[done:] if direction == "down"}
-    if done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):
+    while done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):
         done += 1
     directions = {direction for _, direction, _ in steps}
     verb = "applied" if directions == {"up"} else "reverted" if directions == {"down"} else "run"

@@ -1,7 +1,10 @@
-"""Running one migration: in one transaction with its row, or statement by statement; retried on lock contention.
+"""Running migrations: a transaction (one migration, or a group in single-transaction mode) sent in one round
+trip with the rows and COMMIT, or a no-transaction migration statement by statement; retried on lock contention.
 
-What each attempt knows travels as an `Attempt` value; whether a failure is retried, and with which
-message it fails, is decided by `failures.decide` from the facts gathered here.
+Only after a transaction failed does it run again statement by statement (`_step_by_step`), so that the failure
+names its statement; a failure that does not recur then commits as any attempt would. What each attempt knows
+travels as an `Attempt` value; whether a failure is retried, and with which message it fails, is decided by
+`failures.decide` from the facts gathered here.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from . import lock, tracking
 from .builder import MigrationBuilder
 from .dataloss import DATA_LOSS, Guard
 from .discovery import Direction, Migration
-from .errors import IrreversibleMigrationError, MigrationFailedError, MigrationFileError, pg_detail, pg_message
+from .errors import (
+    IrreversibleMigrationError,
+    MigrationError,
+    MigrationFailedError,
+    MigrationFileError,
+    pg_detail,
+    pg_message,
+)
 from .failures import LOCK_NOT_AVAILABLE, Failure, Retry, RetryPolicy, decide, statement_excerpt
 from .progress import SILENT, Progress
 from .results import Action, MigrationOutcome
@@ -29,6 +39,9 @@ from .session import Session
 from .sqltext import identifiers, is_transaction_control, split_statements
 
 OnMigration = Callable[[MigrationOutcome], None]
+Step = tuple[Migration, Direction, MigrationBuilder]  # one migration to run, which way, its built SQL
+# A commit WAL order makes safe to lose in a crash: the run's last commit (synchronous) flushes it with its own.
+ASYNCHRONOUS = "SET LOCAL synchronous_commit = off"
 INVALID_NAMED = """
     SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i
     JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
@@ -87,67 +100,149 @@ class Executor:
             reversible=direction == "down" or _reversible(migration),
         )
 
-    def run(
-        self, migration: Migration, direction: Direction, builder: MigrationBuilder, guard: Guard | None = None
-    ) -> MigrationOutcome:
-        """Apply (up) or revert (down) one migration, retrying while `decide` says a retry is safe.
+    def run(self, group: list[Step], guard: Guard | None = None, *, durable: bool = True) -> list[MigrationOutcome]:
+        """Apply (up) or revert (down) a group: one no-transaction migration, or transactional migrations that
+        commit together; retried while `decide` says a retry is safe.
 
-        ``guard`` (a transactional down) checks before COMMIT that no table holding rows was dropped or emptied.
+        ``guard`` checks before COMMIT that no down dropped or emptied a table holding rows. ``durable`` False
+        commits without waiting for the disk (`ASYNCHRONOUS`): for all but a run's last transaction.
         """
         started = time.perf_counter()
         attempt = Attempt()
         while True:
-            self.progress.starting(migration, direction, attempt.number)
+            for migration, direction, _ in group:
+                self.progress.starting(migration, direction, attempt.number)
             try:
-                if builder.use_transaction:
-                    self._in_transaction(migration, direction, builder, attempt, guard)
+                if group[0][2].use_transaction:
+                    self._in_transaction(group, attempt, guard, durable)
                 else:
-                    self._without_transaction(migration, direction, builder, attempt)
+                    self._without_transaction(*group[0], attempt)
                 break
             except _Again:
                 backoff = self.session.options.lock_retry_backoff_seconds * 2 ** (attempt.number - 1)
                 backoff *= random.uniform(0.5, 1.5)
-                self.progress.retrying(migration, attempt.number, backoff)
+                self.progress.retrying(group[0][0], attempt.number, backoff)
                 time.sleep(backoff)
                 attempt = Attempt(attempt.number + 1)
-        outcome = MigrationOutcome(
-            migration,
-            Action.RAN if direction == "up" else Action.REVERTED,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            attempts=attempt.number,
-            use_transaction=builder.use_transaction,
-        )
+        duration_ms = (time.perf_counter() - started) * 1000
+        outcomes = [
+            MigrationOutcome(
+                migration,
+                Action.RAN if direction == "up" else Action.REVERTED,
+                duration_ms=duration_ms,
+                attempts=attempt.number,
+                use_transaction=builder.use_transaction,
+                group_size=len(group),
+            )
+            for migration, direction, builder in group
+        ]
         if self.on_migration:
-            self.on_migration(outcome)
-        return outcome
+            for outcome in outcomes:
+                self.on_migration(outcome)
+        return outcomes
 
-    def _in_transaction(
-        self,
-        migration: Migration,
-        direction: Direction,
-        builder: MigrationBuilder,
-        attempt: Attempt,
-        guard: Guard | None,
+    def make_durable(self) -> None:
+        """Wait until what this session committed asynchronously is on disk: a synchronous commit that writes
+        WAL flushes all WAL before it (for a run that stops before its last, synchronous, transaction)."""
+        with suppress(psycopg2.Error):  # a lost connection: nothing more can be done from here
+            self.session.cursor.execute(
+                "UPDATE public.pgmigrations SET run_on = run_on WHERE id = (SELECT max(id) FROM public.pgmigrations)"
+            )
+
+    def _in_transaction(self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool) -> None:
+        """The whole transaction in one round trip: BEGIN, the statements, per migration the session reset and
+        its row (and ``guard``), the lock check, then COMMIT. Any failure: again, statement by statement."""
+        session = self.session
+        try:
+            session.cursor.execute(self._batch(group, guard, durable))
+        except psycopg2.Error as error:
+            if error.pgcode is None or session.conn.closed:
+                raise self._lost(group, error) from error
+            session.rollback()
+            if error.pgcode == lock.TRANSACTION_ENDED:
+                raise self._ended(group) from error
+            if error.pgcode == LOCK_NOT_AVAILABLE and self._retry_allowed(group, error, attempt):
+                raise _Again from error  # nothing changed; the last attempt runs step by step to name the table
+            self._step_by_step(group, attempt, guard, durable, first_error=error)
+            return
+        except BaseException:
+            session.rollback()
+            raise
+        if session.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+            session.rollback()
+            raise MigrationFailedError(
+                f"{group[0][0].file_name}: its SQL swallowed the engine's COMMIT (an unterminated comment or"
+                " quote?): rolled back, nothing of it was recorded",
+                migration=group[0][0].name,
+            )
+
+    def _batch(self, group: list[Step], guard: Guard | None, durable: bool) -> str:
+        """The transaction as one simple query; statements are separated by newlines, so a trailing ``--``
+        comment cannot hide what follows."""
+        session = self.session
+        parts = ["BEGIN", lock.TAKE_TRANSACTION_LOCK]
+        for migration, direction, builder in group:
+            for statement in builder.statements:
+                if (limit := self._deadline_limit()) is not None:
+                    parts.append(limit)
+                parts.append(session.text(statement))
+            parts += self._closing(migration, direction, guard)
+        # Once, just before COMMIT: pg_locks lists every lock the transaction took, so it costs more the longer
+        # the transaction; the rows inserted before it commit only if it passes.
+        names = ", ".join(step[0].name for step in group)
+        parts.append(lock.still_ours(session.text(sql.Literal(names))))
+        parts += ["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]
+        return "\n;\n".join(parts)
+
+    def _closing(self, migration: Migration, direction: Direction, guard: Guard | None) -> list[str]:
+        """What ends a migration inside its transaction: the session reset, its row, the data-loss guard."""
+        closing = [self.session.restore, self.session.text(_row(migration, direction))]
+        if guard and direction == "down":
+            closing.append(guard.sql)
+        return closing
+
+    def _deadline_limit(self) -> str | None:
+        """With a deadline: the statement_timeout of the batch's next statement, computed by the server from the
+        time the batch arrived (``statement_timestamp()``), so later statements get what is left."""
+        options = self.session.options
+        left_ms = options.deadline_left_ms()
+        if left_ms is None:
+            return None
+        cap = options.statement_timeout_ms or left_ms
+        elapsed = "(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())"
+        return (
+            f"SELECT pg_catalog.set_config('statement_timeout', LEAST({cap}, GREATEST(1,"
+            f" {left_ms} - {elapsed} * 1000)::int))::text, true)"
+        )
+
+    def _step_by_step(
+        self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool, first_error: psycopg2.Error
     ) -> None:
-        """BEGIN and a check that the lock is still ours travel with the first statement; the session reset,
-        the row, the data-loss guard and COMMIT with the last."""
+        """The failed transaction again, one statement per round trip: the failure names its statement."""
         session = self.session
         opening = f"BEGIN; {lock.ASSERT_HELD}; "
+        done: list[str] = []
         try:
-            if not builder.statements:
-                session.cursor.execute(opening)
-            for statement in builder.statements:
-                timeout = session.options.deadline_timeout_ms()
-                prefix = opening + ("" if timeout is None else f"SET LOCAL statement_timeout = {timeout}; ")
-                self._execute(migration, statement, attempt, prefix=prefix)
-                opening = ""
-                if session.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
-                    raise MigrationFailedError(
-                        f"{migration.file_name}: a statement ended the migration's transaction"
-                        f" ({statement_excerpt(session.text(statement))}); nothing of it was recorded",
-                        migration=migration.name,
-                    )
-            self._finish(migration, direction, guard=guard)
+            for index, (migration, direction, builder) in enumerate(group):
+                if not builder.statements and opening:
+                    session.cursor.execute(opening)
+                    opening = ""
+                for statement in builder.statements:
+                    timeout = session.options.deadline_timeout_ms()
+                    prefix = opening + ("" if timeout is None else f"SET LOCAL statement_timeout = {timeout}; ")
+                    self._execute(migration, statement, attempt, prefix=prefix)
+                    opening = ""
+                    if session.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
+                        raise MigrationFailedError(
+                            f"{migration.file_name}: a statement ended the migration's transaction"
+                            f" ({statement_excerpt(session.text(statement))}); nothing of it was recorded",
+                            migration=migration.name,
+                        )
+                self._finish(migration, direction, guard=guard, commit=index == len(group) - 1, durable=durable)
+                done.append(migration.name)
+        except MigrationError as error:
+            session.rollback()
+            raise _explained(error, first_error, undone=done) from error.__cause__
         except BaseException:
             session.rollback()
             raise
@@ -201,19 +296,26 @@ class Executor:
             )
 
     def _finish(
-        self, migration: Migration, direction: Direction, *, in_transaction: bool = True, guard: Guard | None = None
+        self,
+        migration: Migration,
+        direction: Direction,
+        *,
+        in_transaction: bool = True,
+        guard: Guard | None = None,
+        commit: bool = True,
+        durable: bool = True,
     ) -> None:
-        """Record (up) or remove (down) the migration's row; in a transaction, reset the session first and
-        check ``guard`` and COMMIT after it, all in the same round trip."""
+        """Record (up) or remove (down) the migration's row; in a transaction, with the session reset before it
+        and ``guard`` (and COMMIT, with ``commit``) after it, all in the same round trip."""
         session = self.session
-        around = (session.restore, guard.sql if guard else "") if in_transaction else ("", "")
+        if in_transaction:
+            parts = self._closing(migration, direction, guard)
+            if commit:
+                parts += ["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]
+        else:
+            parts = [session.text(_row(migration, direction))]
         try:
-            if direction == "up":
-                tracking.record(
-                    session.cursor, migration.name, migration.checksum, commit=in_transaction, around=around
-                )
-            else:
-                tracking.remove(session.cursor, migration.name, commit=in_transaction, around=around)
+            session.cursor.execute("\n;\n".join(parts))
         except psycopg2.Error as error:
             if guard and error.pgcode == DATA_LOSS:
                 session.rollback()
@@ -234,6 +336,30 @@ class Executor:
                 pg_message=message,
             ) from error
 
+    def _lost(self, group: list[Step], error: psycopg2.Error) -> MigrationFailedError:
+        """The connection went while the transaction, sent with its COMMIT, ran: whether it committed is unknown."""
+        first = group[0][0]
+        what = first.file_name if len(group) == 1 else f"{first.file_name} and {len(group) - 1} more in one transaction"
+        return MigrationFailedError(
+            f"{what}: connection lost while running it ({pg_message(error)}); it was sent with its COMMIT, so"
+            " whether it was applied is unknown: run `status` to see",
+            migration=first.name,
+            pg_message=pg_message(error),
+        )
+
+    @staticmethod
+    def _ended(group: list[Step]) -> MigrationFailedError:
+        """`lock.still_ours` found the transaction lock gone: what ran before the statement that ended it committed."""
+        first = group[0][0]
+        what = first.file_name if len(group) == 1 else f"one of {', '.join(step[0].file_name for step in group)}"
+        return MigrationFailedError(
+            f"{what}: a statement ended the migration's transaction, so what ran before it was committed without"
+            " its row; it is not recorded: check the schema, and remove the statement or call"
+            " pgm.no_transaction() / add '-- pgm:no-transaction'",
+            migration=first.name,
+            sqlstate=lock.TRANSACTION_ENDED,
+        )
+
     def _execute(
         self,
         migration: Migration,
@@ -249,15 +375,19 @@ class Executor:
             self.session.cursor.execute(sql.Composed([sql.SQL(prefix), statement]) if prefix else statement)
         except psycopg2.Error as error:
             failure = self._failure(migration, self.session.text(statement), error, attempt, statements_before)
-            policy = RetryPolicy(
-                retries=self.session.options.lock_retries,
-                lock_timeout_ms=self.session.options.lock_timeout_ms,
-                out_of_time=self.session.options.out_of_time(),
-            )
-            verdict = decide(failure, policy)
+            verdict = decide(failure, self._retry_policy())
             if isinstance(verdict, Retry):
                 raise _Again from error
             raise verdict from error
+
+    def _retry_policy(self) -> RetryPolicy:
+        options = self.session.options
+        return RetryPolicy(options.lock_retries, options.lock_timeout_ms, out_of_time=options.out_of_time())
+
+    def _retry_allowed(self, group: list[Step], error: psycopg2.Error, attempt: Attempt) -> bool:
+        """Whether `decide` would retry a lock timeout of the one-round-trip transaction (it changed nothing)."""
+        failure = Failure(group[0][0], "", error.pgcode, pg_message(error), attempt=attempt.number)
+        return isinstance(decide(failure, self._retry_policy()), Retry)
 
     def _failure(
         self, migration: Migration, text: str, error: psycopg2.Error, attempt: Attempt, statements_before: int | None
@@ -284,6 +414,13 @@ class Executor:
         if error.pgcode == LOCK_NOT_AVAILABLE:
             failure = replace(failure, conflicts=tuple(conflicts(session, text)))
         return failure
+
+
+def _row(migration: Migration, direction: Direction) -> Composable:
+    """Recording (up) or removing (down) the migration's row."""
+    if direction == "up":
+        return tracking.inserted(migration.name, migration.checksum)
+    return tracking.deleted(migration.name)
 
 
 def _reversible(migration: Migration) -> bool:
@@ -318,3 +455,17 @@ def conflicts(session: Session, statement: str) -> list[tuple[str, int, str]]:
 def invalid_indexes(session: Session) -> list[str]:
     session.cursor.execute("SELECT indexrelid::regclass::text FROM pg_catalog.pg_index WHERE NOT indisvalid ORDER BY 1")
     return [row[0] for row in session.cursor.fetchall()]
+
+
+def _explained(error: MigrationError, first_error: psycopg2.Error, *, undone: list[str]) -> MigrationError:
+    """``error`` (from running a failed transaction again) with what else the person needs: the migrations its
+    single transaction undid, and the first run's error when the second failed differently."""
+    notes = ""
+    if undone:
+        notes += f"; its single transaction was rolled back, so these are not applied either: {', '.join(undone)}"
+    if getattr(error, "sqlstate", first_error.pgcode) != first_error.pgcode:
+        first = f"{pg_message(first_error)}, SQLSTATE {first_error.pgcode}"
+        notes += f" (its first run, in one round trip, failed with: {first})"
+    if notes:
+        error.args = (f"{error}{notes}", *error.args[1:])
+    return error

@@ -264,7 +264,12 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
         on_ran(outcome)
         logger.info(
             "migration applied",
-            extra={"migration": outcome.name, "duration_ms": round(outcome.duration_ms, 1), "outcome": "applied"},
+            extra={
+                "migration": outcome.name,
+                "duration_ms": round(outcome.duration_ms, 1),  # of its whole transaction when group_size > 1
+                "group_size": outcome.group_size,
+                "outcome": "applied",
+            },
         )
 
     with closing(connect(admin, settings, deadline=deadline, application_name=RUNNER_NAME)) as conn:

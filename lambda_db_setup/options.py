@@ -31,6 +31,7 @@ class EngineOptions:
     adopt_existing_schema: bool = False
     application_name: str = APPLICATION_NAME
     client_check_interval_ms: int = 1000  # PostgreSQL 14+: end a dead runner's statement within this long
+    single_transaction: bool = _default("single_transaction")  # consecutive transactional migrations commit together
 
     @classmethod
     def from_settings(cls, settings: Settings, **situation: Any) -> EngineOptions:
@@ -40,6 +41,7 @@ class EngineOptions:
             lock_timeout_ms=settings.lock_timeout_ms,
             statement_timeout_ms=settings.statement_timeout_ms,
             adopt_existing_schema=settings.adopt_existing_schema,
+            single_transaction=settings.single_transaction,
             **situation,
         )
 
@@ -47,9 +49,15 @@ class EngineOptions:
         """True when too little time is left before the deadline to start another migration."""
         return self.deadline is not None and self.deadline - time.monotonic() < self.start_margin_seconds
 
-    def deadline_timeout_ms(self) -> int | None:
-        """The statement_timeout a statement gets when a deadline is set: never past the deadline."""
+    def deadline_left_ms(self) -> int | None:
+        """Milliseconds left before the deadline (at least 1), or None without one."""
         if self.deadline is None:
             return None
-        left_ms = max(int((self.deadline - time.monotonic()) * 1000), 1)
+        return max(int((self.deadline - time.monotonic()) * 1000), 1)
+
+    def deadline_timeout_ms(self) -> int | None:
+        """The statement_timeout a statement gets when a deadline is set: never past the deadline."""
+        left_ms = self.deadline_left_ms()
+        if left_ms is None:
+            return None
         return min(self.statement_timeout_ms, left_ms) if self.statement_timeout_ms > 0 else left_ms

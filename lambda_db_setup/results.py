@@ -29,6 +29,7 @@ class MigrationOutcome:
     use_transaction: bool = True  # False for a migration that runs statement by statement (no_transaction)
     sql: tuple[str, ...] = ()  # the rendered statements, in a dry run
     reversible: bool = True  # in an up dry run: False when a later `down` of it would be refused
+    group_size: int = 1  # migrations committed in its transaction (single-transaction mode); duration_ms is theirs
 
     @property
     def name(self) -> str:

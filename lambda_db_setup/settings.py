@@ -83,6 +83,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="ADOPT_EXISTING_SCHEMA", flag="--adopt-existing", context="adoptExistingSchema",
     ),
     Setting(
+        "single_transaction", bool, False,
+        "run consecutive transactional migrations in one transaction: all commit, or a failure rolls all back;"
+        " a no-transaction migration ends one and starts the next",
+        env="SINGLE_TRANSACTION", flag="--single-transaction", context="singleTransaction",
+    ),
+    Setting(
         "lint_before_apply", bool, False,
         "lint the pending migrations with squawk and refuse flagged ones before applying any",
         env="LINT_BEFORE_APPLY", context="lintBeforeApply",
@@ -165,6 +171,7 @@ class Settings:
     lock_timeout_ms: int
     statement_timeout_ms: int
     adopt_existing_schema: bool
+    single_transaction: bool
     lint_before_apply: bool
     squawk_binary: str | None
     admin_secret_arn: str | None

@@ -20,7 +20,6 @@ SCHEMA = "public"
 TABLE = "pgmigrations"
 QUALIFIED = sql.Identifier(SCHEMA, TABLE)
 REQUIRED_COLUMNS = ("id", "name", "run_on")
-Around = tuple[str, str]  # SQL sent in the same round trip before and after a row's INSERT/DELETE
 
 CREATE = sql.SQL(
     "CREATE TABLE IF NOT EXISTS {} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL,"
@@ -29,8 +28,8 @@ CREATE = sql.SQL(
 ADD_CHECKSUM = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS checksum varchar(64)").format(QUALIFIED)
 SELECT_APPLIED = sql.SQL("SELECT id, name, run_on, checksum FROM {} ORDER BY run_on, id").format(QUALIFIED)
 SELECT_APPLIED_WITHOUT_CHECKSUM = sql.SQL("SELECT id, name, run_on, NULL FROM {} ORDER BY run_on, id").format(QUALIFIED)
-INSERT = sql.SQL("INSERT INTO {} (name, run_on, checksum) VALUES (%s, now(), %s)").format(QUALIFIED)
-DELETE = sql.SQL("DELETE FROM {} WHERE name = %s").format(QUALIFIED)
+INSERT = sql.SQL("INSERT INTO {table} (name, run_on, checksum) VALUES ({name}, pg_catalog.now(), {checksum})")
+DELETE = sql.SQL("DELETE FROM {table} WHERE name = {name}")
 SET_CHECKSUM = sql.SQL("UPDATE {} SET checksum = %s WHERE name = %s").format(QUALIFIED)
 
 
@@ -76,29 +75,14 @@ def ensure_table(cursor: Cursor) -> None:
     cursor.execute(CREATE)
 
 
-def record(cursor: Cursor, name: str, checksum: str | None, *, commit: bool = False, around: Around = ("", "")) -> None:
-    """Insert the row; with ``commit``, also end the transaction in the same round trip."""
-    cursor.execute(_with(INSERT, commit, around), (name, checksum))
+def inserted(name: str, checksum: str | None) -> sql.Composed:
+    """The INSERT recording a migration, with its values as literals: it can join any batch of statements."""
+    return INSERT.format(table=QUALIFIED, name=sql.Literal(name), checksum=sql.Literal(checksum))
 
 
-def remove(cursor: Cursor, name: str, *, commit: bool = False, around: Around = ("", "")) -> None:
-    """Delete the row; with ``commit``, also end the transaction in the same round trip."""
-    cursor.execute(_with(DELETE, commit, around), (name,))
-
-
-def _with(statement: sql.Composable, commit: bool, around: Around) -> sql.Composable:
-    """``statement`` between the engine's own SQL (``around``: before, after), in one simple query.
-
-    When any part fails, PostgreSQL skips the rest (the COMMIT too) and the transaction stays aborted.
-    """
-    before, after = (part.replace("%", "%%") for part in around)  # literal SQL beside query parameters
-    parts = [sql.SQL(f"{before}; ")] if before else []
-    parts.append(statement)
-    if after:
-        parts.append(sql.SQL(f"; {after}"))
-    if commit:
-        parts.append(sql.SQL("; COMMIT"))
-    return sql.Composed(parts)
+def deleted(name: str) -> sql.Composed:
+    """The DELETE removing a migration's row, with its name as a literal."""
+    return DELETE.format(table=QUALIFIED, name=sql.Literal(name))
 
 
 def record_all(cursor: Cursor, migrations: list[tuple[str, str | None]]) -> None:
@@ -106,7 +90,7 @@ def record_all(cursor: Cursor, migrations: list[tuple[str, str | None]]) -> None
     cursor.execute("BEGIN")
     try:
         for name, checksum in migrations:
-            record(cursor, name, checksum)
+            cursor.execute(inserted(name, checksum))
         cursor.execute("COMMIT")
     except BaseException:
         if not cursor.connection.closed:

@@ -338,14 +338,14 @@ def test_a_retried_migration_says_so(migrations_dir) -> None:
 def test_ctrl_c_is_one_line_and_exit_130(conn, database_url, migrations_dir, capsys, monkeypatch) -> None:
     create_table_migration(migrations_dir, "1000_a", "a")
     create_table_migration(migrations_dir, "2000_b", "b")
-    real = execute.Executor._execute
+    real = execute.Executor._batch
 
-    def interrupt_b(self, migration, statement, attempt, **kwargs):
-        if migration.name == "2000_b":
+    def interrupt_b(self, group, *args):
+        if group[0][0].name == "2000_b":
             raise KeyboardInterrupt
-        return real(self, migration, statement, attempt, **kwargs)
+        return real(self, group, *args)
 
-    monkeypatch.setattr(execute.Executor, "_execute", interrupt_b)
+    monkeypatch.setattr(execute.Executor, "_batch", interrupt_b)
     code, out, err = run(capsys, database_url, migrations_dir, "up")
     assert code == EXIT_INTERRUPTED and "applied 1000_a" in out
     assert err.splitlines()[-1] == "interrupted: 1 migration(s) applied (1000_a); 2000_b was not applied"

@@ -391,17 +391,22 @@ def test_deadline_bounds_the_whole_migration_not_each_statement(conn, migrations
     assert applied_names(conn) == []
 
 
-def test_losing_the_lock_inside_a_run_fails_it(conn, migrations_dir) -> None:
-    write_py(migrations_dir, "1000_unlocks", 'pgm.sql("SELECT pg_advisory_unlock_all()")')
-    create_table_migration(migrations_dir, "2000_after", "after")
-    with pytest.raises(MigrationFailedError, match="the migration lock is no longer held by this session"):
+@pytest.mark.parametrize("unlock", ["SELECT pg_advisory_unlock_all()", "SELECT pg_advisory_unlock(7241865325823964)"])
+def test_a_migration_that_releases_the_lock_is_not_recorded(conn, migrations_dir, unlock) -> None:
+    """The lock is checked before each row: a migration that let it go is rolled back, and so is the run."""
+    create_table_migration(migrations_dir, "1000_before", "before")
+    write_py(migrations_dir, "2000_unlocks", f'pgm.sql("CREATE TABLE unlocked (id int)")\npgm.sql("{unlock}")')
+    create_table_migration(migrations_dir, "3000_after", "after")
+    with pytest.raises(MigrationFailedError, match="the migration lock is no longer held by this session") as caught:
         Engine(conn, migrations_dir).up()
-    assert applied_names(conn) == ["1000_unlocks"]
-    assert not table_exists(conn, "after")
+    assert caught.value.migration == "2000_unlocks"
+    assert applied_names(conn) == ["1000_before"]
+    assert not table_exists(conn, "unlocked") and not table_exists(conn, "after")
 
 
-def test_lock_released_by_the_last_migration_is_reported_at_the_end(conn, migrations_dir) -> None:
-    write_py(migrations_dir, "1000_unlocks", 'pgm.sql("SELECT pg_advisory_unlock_all()")')
+def test_lock_released_by_a_no_transaction_migration_is_reported_at_the_end(conn, migrations_dir) -> None:
+    """Without a transaction there is no moment to check before its row; the end of the run reports it."""
+    write_sql(migrations_dir, "1000_unlocks", "SELECT pg_advisory_unlock_all();", header="-- pgm:no-transaction\n")
     with pytest.raises(LockError, match="not held any more at the end of the run"):
         Engine(conn, migrations_dir).up()
 

@@ -85,6 +85,7 @@ def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytes
         "LINT_BEFORE_APPLY",
         "SQUAWK_BINARY",
         "ADOPT_EXISTING_SCHEMA",
+        "SINGLE_TRANSACTION",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", cfn_events.REGION)
@@ -279,6 +280,26 @@ def test_failing_migration_fails_with_its_name_and_leaves_nothing_of_it(
     )
     (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert (emf["MigrationsApplied"], emf["MigrationsFailed"]) == ([1.0], [1.0])
+
+
+def test_single_transaction_applies_all_or_none(
+    deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SINGLE_TRANSACTION", "true")
+    write_py(deployment.migrations_dir, "1700000000000_create_alpha", 'pgm.sql("CREATE TABLE alpha (id int)")')
+    write_sql(deployment.migrations_dir, "1700000001000_broken", "SELECT 1 / 0;")
+    with pytest.raises(MigrationFailedError, match=r"not applied either: 1700000000000_create_alpha$"):
+        handler.on_event(cfn_events.create(), LambdaContext())
+    assert applied_names(deployment.conn) == [] and not table_exists(deployment.conn, "alpha")
+    (deployment.migrations_dir / "1700000001000_broken.sql").unlink()
+    write_py(deployment.migrations_dir, "1700000001000_create_beta", 'pgm.sql("CREATE TABLE beta (id int)")')
+    assert deployment.deploy(cfn_events.create())["IsComplete"] is True
+    assert applied_names(deployment.conn) == ["1700000000000_create_alpha", "1700000001000_create_beta"]
+    applied = [line for line in log_lines(logs) if line.get("outcome") == "applied"]
+    assert [(line["migration"], line["group_size"]) for line in applied] == [
+        ("1700000000000_create_alpha", 2),
+        ("1700000001000_create_beta", 2),
+    ]
 
 
 RESPONSE_LIMIT = 4096  # bytes CloudFormation accepts for a custom resource's response

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -513,25 +514,45 @@ def test_ctrl_c_between_migrations_reports_what_was_applied(conn, migrations_dir
     assert applied_names(conn) == ["1000_a"] and tables(conn) == {"public.a"} and lock_is_free(conn)
 
 
-@pytest.mark.parametrize("header", ["", NO_TX])
-def test_sigint_during_a_statement_rolls_back_and_releases_the_lock(conn, migrations_dir, header) -> None:
+def test_sigint_during_a_transaction_stops_the_run_after_its_round_trip(conn, migrations_dir) -> None:
+    """A transaction travels in one round trip with its COMMIT: Ctrl-C takes effect when it returns, so the
+    migration it hit is applied whole (and reported so) and the next is not started."""
     create_table_migration(migrations_dir, "1000_a", "a")
-    write_sql(migrations_dir, "2000_slow", "SELECT pg_sleep(1.5);\nCREATE TABLE slow (id int);", header=header)
+    write_sql(migrations_dir, "2000_slow", "SELECT pg_sleep(1.5);\nCREATE TABLE slow (id int);")
     create_table_migration(migrations_dir, "3000_c", "c")
-    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(RunInterrupted) as caught:
-            Engine(conn, migrations_dir).up()
-    finally:
-        timer.cancel()
-    message = "interrupted: 1 migration(s) applied (1000_a); 2000_slow was not applied"
-    if header:
-        message += " (it runs without a transaction: what its statements did before Ctrl-C stays; not recorded)"
-    assert str(caught.value) == message
+    with pytest.raises(RunInterrupted) as caught, sigint_after(0.6):
+        Engine(conn, migrations_dir).up()
+    assert str(caught.value) == "interrupted: 2 migration(s) applied (1000_a, 2000_slow); 3000_c was not applied"
+    assert applied_names(conn) == ["1000_a", "2000_slow"] and tables(conn) == {"public.a", "public.slow"}
+    assert lock_is_free(conn)
+    Engine(conn, migrations_dir).up()
+    assert applied_names(conn) == ["1000_a", "2000_slow", "3000_c"]
+
+
+def test_sigint_during_a_no_transaction_statement_stops_before_the_next(conn, migrations_dir) -> None:
+    create_table_migration(migrations_dir, "1000_a", "a")
+    write_sql(migrations_dir, "2000_slow", "SELECT pg_sleep(1.5);\nCREATE TABLE slow (id int);", header=NO_TX)
+    create_table_migration(migrations_dir, "3000_c", "c")
+    with pytest.raises(RunInterrupted) as caught, sigint_after(0.6):
+        Engine(conn, migrations_dir).up()
+    assert str(caught.value) == (
+        "interrupted: 1 migration(s) applied (1000_a); 2000_slow was not applied"
+        " (it runs without a transaction: what its statements did before Ctrl-C stays; not recorded)"
+    )
     assert applied_names(conn) == ["1000_a"] and tables(conn) == {"public.a"} and lock_is_free(conn)
     Engine(conn, migrations_dir).up()
     assert applied_names(conn) == ["1000_a", "2000_slow", "3000_c"]
+
+
+@contextmanager
+def sigint_after(seconds: float) -> Iterator[None]:
+    """Ctrl-C, as the terminal sends it, ``seconds`` from now."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def test_ctrl_c_during_down_says_reverted(conn, migrations_dir) -> None:

@@ -110,6 +110,7 @@ def content_hash_synths(tmp_path_factory: pytest.TempPathFactory) -> list[Synth]
         "lintBeforeApply": True,
         "reservedConcurrency": 1,
         "adoptExistingSchema": False,
+        "singleTransaction": True,
         "alarmEmail": ALARM_EMAIL,
         "metricsNamespace": "Team/Db",
     }
@@ -369,13 +370,20 @@ def test_adopt_existing_schema_follows_context(content_hash_synths: list[Synth])
         assert function["Environment"]["Variables"]["ADOPT_EXISTING_SCHEMA"] == "false"
 
 
+def test_single_transaction_follows_context(synth: Synth, content_hash_synths: list[Synth]) -> None:
+    for function in _user_functions(content_hash_synths[0]).values():
+        assert function["Environment"]["Variables"]["SINGLE_TRANSACTION"] == "true"
+    for function in _user_functions(synth).values():
+        assert "SINGLE_TRANSACTION" not in function["Environment"]["Variables"]  # off: unset, as the handler reads it
+
+
 def test_lint_before_apply_sets_the_switch_and_bundles_arm64_squawk(
     synth: Synth, content_hash_synths: list[Synth]
 ) -> None:
     linted = content_hash_synths[0]
     for function in _user_functions(linted).values():
         env = function["Environment"]["Variables"]
-        assert set(env) == HANDLER_ENV_KEYS | set(LINT_ENV)
+        assert set(env) == HANDLER_ENV_KEYS | set(LINT_ENV) | {"SINGLE_TRANSACTION"}
         assert {key: env[key] for key in LINT_ENV} == LINT_ENV
     squawk = linted.asset_dir() / bundling.SQUAWK_BINARY
     assert squawk.is_file() and os.access(squawk, os.X_OK)  # cdk-assets zips the file's mode with it

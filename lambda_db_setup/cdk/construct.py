@@ -72,7 +72,7 @@ FUNCTIONS = {
 
 # The handler's contract: one secret per group role, each in its own variable.
 USER_SECRET_SETTINGS = {roles.READWRITE: "app_rw_secret_arn", roles.TABLECREATOR: "app_tc_secret_arn"}
-OPTIONAL_SWITCHES = ("iam_auth", "lint_before_apply")
+OPTIONAL_SWITCHES = ("iam_auth", "lint_before_apply", "single_transaction")
 Target = rds.IDatabaseProxy | rds.IDatabaseInstance | rds.IDatabaseCluster
 
 
@@ -119,6 +119,7 @@ class DatabaseMigrations(Construct):
         lock_timeout_ms: int = BY_NAME["lock_timeout_ms"].default,
         statement_timeout_ms: int = BY_NAME["statement_timeout_ms"].default,
         adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default,
+        single_transaction: bool = BY_NAME["single_transaction"].default,
         lint_before_apply: bool = BY_NAME["lint_before_apply"].default,
         metrics_namespace: str = BY_NAME["metrics_namespace"].default,
         log_level: str = BY_NAME["log_level"].default,
@@ -145,6 +146,7 @@ class DatabaseMigrations(Construct):
             "log_level": log_level,
             "iam_auth": iam_auth,
             "lint_before_apply": lint_before_apply,
+            "single_transaction": single_transaction,
         }
         common = {
             "role": role,
