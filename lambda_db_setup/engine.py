@@ -194,28 +194,27 @@ class Engine:
         """
         before = len(result.outcomes)
         groups = _transactions(steps, single=opened.session.options.single_transaction)
-        finished = False
         try:
             for index, group in enumerate(groups):
                 if deadline and opened.session.options.out_of_time():
                     result.pending = [step[0] for later in groups[index:] for step in later]
                     return
-                last = index == len(groups) - 1
-                result.outcomes += opened.executor.run(group, guard, durable=last)
-                finished = last
+                result.outcomes += opened.executor.run(group, guard, durable=index == len(groups) - 1)
         except KeyboardInterrupt:
             raise _interrupted(opened, steps, len(result.outcomes) - before) from None
         finally:
-            if len(result.outcomes) > before and not finished:
-                opened.executor.make_durable()
+            opened.executor.make_durable()
 
 
 def _transactions(steps: list[Step], *, single: bool) -> list[list[Step]]:
-    """The steps a transaction at a time: each alone, or (``single``) consecutive transactional ones together;
+    """The steps a transaction at a time: each alone, or (``single``) consecutive transactional ones of the same
+    direction together (a redo's downs, then its ups: `_interrupted` tells from the rows which committed);
     a no-transaction migration is always alone."""
     groups: list[list[Step]] = []
     for step in steps:
-        joins = single and groups and step[2].use_transaction and groups[-1][-1][2].use_transaction
+        previous = groups[-1][-1] if groups else None
+        joins = single and previous and step[2].use_transaction and previous[2].use_transaction
+        joins = joins and step[1] == previous[1]
         if joins:
             groups[-1].append(step)
         else:

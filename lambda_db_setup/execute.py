@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.sql import Composable
 
 from . import lock, tracking
@@ -40,13 +40,36 @@ from .sqltext import identifiers, is_transaction_control, split_statements
 
 OnMigration = Callable[[MigrationOutcome], None]
 Step = tuple[Migration, Direction, MigrationBuilder]  # one migration to run, which way, its built SQL
+# How far a transaction sent in one round trip got: set before each of its statements but the first, and before
+# its lock check and COMMIT. A sequence is not rolled back, so after a failure it still says which statement
+# was running. Temporary: the session's own, created once per session, outside any transaction.
+# Any role may set it: a migration's SET ROLE lasts until the session reset at its end, markers included.
+CREATE_PROGRESS = (
+    "CREATE TEMPORARY SEQUENCE IF NOT EXISTS lambda_db_setup_progress;"
+    " GRANT SELECT, UPDATE ON SEQUENCE pg_temp.lambda_db_setup_progress TO PUBLIC"
+)
+RESET_PROGRESS = "SELECT pg_catalog.setval('pg_temp.lambda_db_setup_progress', 1, false)"
+MARK_PROGRESS = "SELECT pg_catalog.setval('pg_temp.lambda_db_setup_progress', {})"
+READ_PROGRESS = "SELECT CASE WHEN is_called THEN last_value END FROM pg_temp.lambda_db_setup_progress"
 # A commit WAL order makes safe to lose in a crash: the run's last commit (synchronous) flushes it with its own.
 ASYNCHRONOUS = "SET LOCAL synchronous_commit = off"
+SEPARATOR = "\n;\n"
 INVALID_NAMED = """
     SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i
     JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
     WHERE NOT i.indisvalid AND (ic.relname = ANY(%s) OR t.relname = ANY(%s)) ORDER BY 1
 """
+
+
+@dataclass(frozen=True)
+class Position:
+    """A statement of a transaction sent in one round trip: its migration's index in the group, the migration,
+    the statement's text."""
+
+    index: int
+    migration: Migration
+    statement: str
+    start: int = 0  # where it starts in the query string (PostgreSQL's error positions count from 1)
 
 
 @dataclass(frozen=True)
@@ -62,12 +85,14 @@ class _Again(Exception):
 
 
 class Executor:
-    """Runs migrations in one session, one at a time; reports each finished one to ``on_migration``."""
+    """Runs migrations in one session, a transaction at a time; reports each finished one to ``on_migration``."""
 
     def __init__(self, session: Session, on_migration: OnMigration | None = None, progress: Progress = SILENT) -> None:
         self.session = session
         self.on_migration = on_migration
         self.progress = progress
+        self.unflushed = False  # an asynchronous COMMIT was sent that no synchronous one has flushed since
+        self.tracks_progress: bool | None = None  # whether CREATE_PROGRESS worked (None: not tried yet)
 
     def prepare(self, migration: Migration, direction: Direction) -> MigrationBuilder:
         """Build the migration's SQL and refuse transaction control in one that runs in a transaction."""
@@ -142,57 +167,111 @@ class Executor:
         return outcomes
 
     def make_durable(self) -> None:
-        """Wait until what this session committed asynchronously is on disk: a synchronous commit that writes
-        WAL flushes all WAL before it (for a run that stops before its last, synchronous, transaction)."""
+        """Wait until what this session committed asynchronously is on disk (a run that stops before its last,
+        synchronous, transaction): a synchronous commit that writes WAL flushes all WAL before it. Only ups
+        commit asynchronously, so the row it rewrites (unchanged) exists: the newest, inserted by one of them."""
+        if not self.unflushed:
+            return
         with suppress(psycopg2.Error):  # a lost connection: nothing more can be done from here
             self.session.cursor.execute(
                 "UPDATE public.pgmigrations SET run_on = run_on WHERE id = (SELECT max(id) FROM public.pgmigrations)"
             )
+            self.unflushed = False
 
     def _in_transaction(self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool) -> None:
-        """The whole transaction in one round trip: BEGIN, the statements, per migration the session reset and
-        its row (and ``guard``), the lock check, then COMMIT. Any failure: again, statement by statement."""
+        """The whole transaction in one round trip (`_batch`); a failure is judged by `decide` like any, with the
+        statement the server was running when it failed, read from the markers it sent before it."""
         session = self.session
+        durable = durable or any(direction == "down" for _, direction, _ in group)  # see make_durable
+        if self.tracks_progress is None:
+            self.tracks_progress = self._create_progress()
+        batch, positions = self._batch(group, guard, durable)
+        self.unflushed = self.unflushed or not durable
         try:
-            session.cursor.execute(self._batch(group, guard, durable))
+            session.cursor.execute(batch)
         except psycopg2.Error as error:
             if error.pgcode is None or session.conn.closed:
                 raise self._lost(group, error) from error
             session.rollback()
-            if error.pgcode == lock.TRANSACTION_ENDED:
-                raise self._ended(group) from error
-            if error.pgcode == LOCK_NOT_AVAILABLE and self._retry_allowed(group, error, attempt):
-                raise _Again from error  # nothing changed; the last attempt runs step by step to name the table
-            self._step_by_step(group, attempt, guard, durable, first_error=error)
-            return
+            raise self._failed(group, self._position(error, batch, positions), error, attempt, guard) from error
         except BaseException:
             session.rollback()
             raise
-        if session.conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
-            session.rollback()
-            raise MigrationFailedError(
-                f"{group[0][0].file_name}: its SQL swallowed the engine's COMMIT (an unterminated comment or"
-                " quote?): rolled back, nothing of it was recorded",
-                migration=group[0][0].name,
-            )
+        self.unflushed = self.unflushed and not durable
 
-    def _batch(self, group: list[Step], guard: Guard | None, durable: bool) -> str:
-        """The transaction as one simple query; statements are separated by newlines, so a trailing ``--``
-        comment cannot hide what follows."""
+    def _create_progress(self) -> bool:
+        """The progress sequence; False where the role may not create temporary objects (errors then cannot
+        name the statement of a multi-statement transaction)."""
+        try:
+            self.session.cursor.execute(CREATE_PROGRESS)
+        except psycopg2.Error:
+            return False
+        return True
+
+    def _batch(self, group: list[Step], guard: Guard | None, durable: bool) -> tuple[str, list[Position]]:
+        """The transaction as one simple query, and its statements' positions (with where each starts in it).
+
+        Statements are separated by newlines, so a trailing ``--`` comment cannot hide what follows.
+        """
         session = self.session
-        parts = ["BEGIN", lock.TAKE_TRANSACTION_LOCK]
-        for migration, direction, builder in group:
+        parts: list[str] = []
+        length = 0
+
+        def add(*texts: str) -> None:
+            nonlocal length
+            parts.extend(texts)
+            length += sum(len(text) + len(SEPARATOR) for text in texts)
+
+        add("BEGIN", lock.TAKE_TRANSACTION_LOCK, *([RESET_PROGRESS] if self.tracks_progress else []))
+        positions: list[Position] = []
+        for index, (migration, direction, builder) in enumerate(group):
             for statement in builder.statements:
+                if positions and self.tracks_progress:
+                    add(MARK_PROGRESS.format(len(positions) + 1))
                 if (limit := self._deadline_limit()) is not None:
-                    parts.append(limit)
-                parts.append(session.text(statement))
-            parts += self._closing(migration, direction, guard)
+                    add(limit)
+                positions.append(Position(index, migration, session.text(statement), start=length))
+                add(positions[-1].statement)
+            add(*self._closing(migration, direction, guard))
         # Once, just before COMMIT: pg_locks lists every lock the transaction took, so it costs more the longer
         # the transaction; the rows inserted before it commit only if it passes.
-        names = ", ".join(step[0].name for step in group)
-        parts.append(lock.still_ours(session.text(sql.Literal(names))))
-        parts += ["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]
-        return "\n;\n".join(parts)
+        if self.tracks_progress:
+            add(MARK_PROGRESS.format(len(positions) + 1))
+        add(lock.still_ours(session.text(sql.Literal(", ".join(step[0].name for step in group)))))
+        add(*(["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]))
+        return SEPARATOR.join(parts), positions
+
+    def _position(self, error: psycopg2.Error, batch: str, positions: list[Position]) -> Position | None:
+        """The statement that failed (None: the lock check or COMMIT did). A syntax or name error carries its
+        place in the query string; otherwise the progress sequence says (read after the rollback)."""
+        offset = error.diag.statement_position
+        if offset:
+            before = [position for position in positions if position.start < int(offset)]
+            return before[-1] if before else None
+        if not self.tracks_progress or not positions:
+            return positions[0] if len(positions) == 1 else _unknown(positions)
+        self.session.cursor.execute(READ_PROGRESS)
+        (reached,) = self.session.cursor.fetchone()
+        if reached is None:
+            return positions[0]
+        return positions[reached - 1] if reached <= len(positions) else None
+
+    def _failed(
+        self, group: list[Step], position: Position | None, error: psycopg2.Error, attempt: Attempt, guard: Guard | None
+    ) -> BaseException:
+        """What a failed transaction raises: `_Again` for a lock timeout worth retrying, else the error, which
+        names the statement (``position``; None: at the lock check or COMMIT) and what a group's rollback undid."""
+        session = self.session
+        if error.pgcode == lock.TRANSACTION_ENDED:
+            return self._ended(group)
+        at = position or Position(len(group) - 1, group[-1][0], "")
+        undone = [step[0].name for step in group[: at.index]]
+        if guard and error.pgcode == DATA_LOSS:  # a down's guard, after its statements
+            return _with_undone(guard.refusal(session, at.migration, error), undone)
+        if position is None:
+            return _with_undone(_commit_failure(at.migration, error), undone)
+        verdict = decide(self._failure(at.migration, at.statement, error, attempt, None), self._retry_policy())
+        return _Again() if isinstance(verdict, Retry) else _with_undone(verdict, undone)
 
     def _closing(self, migration: Migration, direction: Direction, guard: Guard | None) -> list[str]:
         """What ends a migration inside its transaction: the session reset, its row, the data-loss guard."""
@@ -203,7 +282,8 @@ class Executor:
 
     def _deadline_limit(self) -> str | None:
         """With a deadline: the statement_timeout of the batch's next statement, computed by the server from the
-        time the batch arrived (``statement_timestamp()``), so later statements get what is left."""
+        time the batch arrived (``statement_timestamp()``), so later statements get what is left (PostgreSQL 13
+        and later time each statement of a query string on its own)."""
         options = self.session.options
         left_ms = options.deadline_left_ms()
         if left_ms is None:
@@ -214,38 +294,6 @@ class Executor:
             f"SELECT pg_catalog.set_config('statement_timeout', LEAST({cap}, GREATEST(1,"
             f" {left_ms} - {elapsed} * 1000)::int))::text, true)"
         )
-
-    def _step_by_step(
-        self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool, first_error: psycopg2.Error
-    ) -> None:
-        """The failed transaction again, one statement per round trip: the failure names its statement."""
-        session = self.session
-        opening = f"BEGIN; {lock.ASSERT_HELD}; "
-        done: list[str] = []
-        try:
-            for index, (migration, direction, builder) in enumerate(group):
-                if not builder.statements and opening:
-                    session.cursor.execute(opening)
-                    opening = ""
-                for statement in builder.statements:
-                    timeout = session.options.deadline_timeout_ms()
-                    prefix = opening + ("" if timeout is None else f"SET LOCAL statement_timeout = {timeout}; ")
-                    self._execute(migration, statement, attempt, prefix=prefix)
-                    opening = ""
-                    if session.conn.info.transaction_status != TRANSACTION_STATUS_INTRANS:
-                        raise MigrationFailedError(
-                            f"{migration.file_name}: a statement ended the migration's transaction"
-                            f" ({statement_excerpt(session.text(statement))}); nothing of it was recorded",
-                            migration=migration.name,
-                        )
-                self._finish(migration, direction, guard=guard, commit=index == len(group) - 1, durable=durable)
-                done.append(migration.name)
-        except MigrationError as error:
-            session.rollback()
-            raise _explained(error, first_error, undone=done) from error.__cause__
-        except BaseException:
-            session.rollback()
-            raise
 
     def _without_transaction(
         self, migration: Migration, direction: Direction, builder: MigrationBuilder, attempt: Attempt
@@ -276,7 +324,7 @@ class Executor:
                     session.rollback()
                     session.cursor.execute(session.restore)
             raise
-        self._finish(migration, direction, in_transaction=False)
+        self._finish(migration, direction)
 
     def _refuse_invalid_indexes(self, migration: Migration, builder: MigrationBuilder) -> None:
         """Fail a no-transaction migration while an index it names (or one on a table it names) is INVALID.
@@ -295,46 +343,19 @@ class Executor:
                 migration=migration.name,
             )
 
-    def _finish(
-        self,
-        migration: Migration,
-        direction: Direction,
-        *,
-        in_transaction: bool = True,
-        guard: Guard | None = None,
-        commit: bool = True,
-        durable: bool = True,
-    ) -> None:
-        """Record (up) or remove (down) the migration's row; in a transaction, with the session reset before it
-        and ``guard`` (and COMMIT, with ``commit``) after it, all in the same round trip."""
-        session = self.session
-        if in_transaction:
-            parts = self._closing(migration, direction, guard)
-            if commit:
-                parts += ["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]
-        else:
-            parts = [session.text(_row(migration, direction))]
+    def _finish(self, migration: Migration, direction: Direction) -> None:
+        """Record (up) or remove (down) a no-transaction migration's row, once all its statements ran."""
         try:
-            session.cursor.execute("\n;\n".join(parts))
+            self.session.cursor.execute(_row(migration, direction))
         except psycopg2.Error as error:
-            if guard and error.pgcode == DATA_LOSS:
-                session.rollback()
-                raise guard.refusal(session, migration, error) from error
             if self.session.conn.closed:
                 raise MigrationFailedError(
-                    f"{migration.file_name}: connection lost while committing it: whether it was applied is"
+                    f"{migration.file_name}: connection lost while recording it: whether it was recorded is"
                     " unknown; run `status` to see",
                     migration=migration.name,
                     pg_message=str(error).strip(),
                 ) from error
-            message = pg_message(error)
-            raise MigrationFailedError(
-                f"{migration.file_name}: {message} (SQLSTATE {error.pgcode}) when committing it;"
-                f" nothing of it was applied{pg_detail(error)}",
-                migration=migration.name,
-                sqlstate=error.pgcode,
-                pg_message=message,
-            ) from error
+            raise _commit_failure(migration, error, "recording") from error
 
     def _lost(self, group: list[Step], error: psycopg2.Error) -> MigrationFailedError:
         """The connection went while the transaction, sent with its COMMIT, ran: whether it committed is unknown."""
@@ -360,19 +381,10 @@ class Executor:
             sqlstate=lock.TRANSACTION_ENDED,
         )
 
-    def _execute(
-        self,
-        migration: Migration,
-        statement: Composable,
-        attempt: Attempt,
-        *,
-        prefix: str = "",
-        statements_before: int | None = None,
-    ) -> None:
-        """Run one statement after ``prefix`` (our own SQL, same round trip). ``statements_before`` is None in a
-        transaction, else how many statements of this no-transaction migration already ran."""
+    def _execute(self, migration: Migration, statement: Composable, attempt: Attempt, statements_before: int) -> None:
+        """Run one statement of a no-transaction migration, after ``statements_before`` of its others."""
         try:
-            self.session.cursor.execute(sql.Composed([sql.SQL(prefix), statement]) if prefix else statement)
+            self.session.cursor.execute(statement)
         except psycopg2.Error as error:
             failure = self._failure(migration, self.session.text(statement), error, attempt, statements_before)
             verdict = decide(failure, self._retry_policy())
@@ -383,11 +395,6 @@ class Executor:
     def _retry_policy(self) -> RetryPolicy:
         options = self.session.options
         return RetryPolicy(options.lock_retries, options.lock_timeout_ms, out_of_time=options.out_of_time())
-
-    def _retry_allowed(self, group: list[Step], error: psycopg2.Error, attempt: Attempt) -> bool:
-        """Whether `decide` would retry a lock timeout of the one-round-trip transaction (it changed nothing)."""
-        failure = Failure(group[0][0], "", error.pgcode, pg_message(error), attempt=attempt.number)
-        return isinstance(decide(failure, self._retry_policy()), Retry)
 
     def _failure(
         self, migration: Migration, text: str, error: psycopg2.Error, attempt: Attempt, statements_before: int | None
@@ -457,15 +464,26 @@ def invalid_indexes(session: Session) -> list[str]:
     return [row[0] for row in session.cursor.fetchall()]
 
 
-def _explained(error: MigrationError, first_error: psycopg2.Error, *, undone: list[str]) -> MigrationError:
-    """``error`` (from running a failed transaction again) with what else the person needs: the migrations its
-    single transaction undid, and the first run's error when the second failed differently."""
-    notes = ""
+def _with_undone(error: MigrationError, undone: list[str]) -> MigrationError:
+    """``error`` saying which earlier migrations of its single transaction the rollback undid too."""
     if undone:
-        notes += f"; its single transaction was rolled back, so these are not applied either: {', '.join(undone)}"
-    if getattr(error, "sqlstate", first_error.pgcode) != first_error.pgcode:
-        first = f"{pg_message(first_error)}, SQLSTATE {first_error.pgcode}"
-        notes += f" (its first run, in one round trip, failed with: {first})"
-    if notes:
-        error.args = (f"{error}{notes}", *error.args[1:])
+        note = f"; its single transaction was rolled back, so these are not applied either: {', '.join(undone)}"
+        error.args = (f"{error}{note}", *error.args[1:])
     return error
+
+
+def _commit_failure(migration: Migration, error: psycopg2.Error, when: str = "committing") -> MigrationFailedError:
+    """A failure past the migration's statements: its row, the lock check or COMMIT (a deferred constraint)."""
+    message = pg_message(error)
+    return MigrationFailedError(
+        f"{migration.file_name}: {message} (SQLSTATE {error.pgcode}) when {when} it;"
+        f" nothing of it was applied{pg_detail(error)}",
+        migration=migration.name,
+        sqlstate=error.pgcode,
+        pg_message=message,
+    )
+
+
+def _unknown(positions: list[Position]) -> Position:
+    """The first statement's position, saying that which of them failed is not known."""
+    return replace(positions[0], statement=f"(one of its {len(positions)} statements; which one is not known)")

@@ -2,8 +2,9 @@
 
 Polling ``pg_try_advisory_lock`` instead of blocking in ``pg_advisory_lock``: a blocked waiter would
 deadlock a holder's ``CREATE INDEX CONCURRENTLY`` (which waits for every older transaction). Every
-migration verifies in ``pg_locks`` (``ASSERT_HELD``, sent with its BEGIN) that its backend still holds the
-lock: a transaction-mode pooler would run it on another backend, silently without the lock.
+transaction verifies in ``pg_locks`` that its backend still holds the lock (``still_ours`` before its COMMIT,
+or ``ASSERT_HELD`` with its BEGIN when it runs statement by statement): a transaction-mode pooler would run
+it on another backend, silently without the lock.
 """
 
 from __future__ import annotations

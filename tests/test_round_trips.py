@@ -7,12 +7,14 @@ Every test ends with the invariant: ``pgmigrations`` and the schema agree.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import ClassVar
 
 import psycopg2
 import psycopg2.extensions
 import pytest
+from psycopg2 import sql
 
 from lambda_db_setup import lock, tracking
 from lambda_db_setup.builder import MigrationBuilder
@@ -77,10 +79,12 @@ def test_each_transactional_migration_is_one_round_trip(counted, conn, migration
         'pgm.create_index("several", "note")\npgm.sql("COMMENT ON TABLE several IS \'100% sure\'")',
     )
     Engine(counted, migrations_dir).up()
-    opening = CountingCursor.sent[:4]  # settings, lock, read pgmigrations, create it; then the migrations
+    # settings, lock, read pgmigrations, create it, the progress sequence; then the migrations, and the release
+    opening = CountingCursor.sent[:5]
+    assert opening[-1].startswith("CREATE TEMPORARY SEQUENCE IF NOT EXISTS lambda_db_setup_progress")
     migrations = [query for query in CountingCursor.sent if query.startswith("BEGIN")]
     assert len(migrations) == 31
-    assert len(CountingCursor.sent) == len(opening) + 31 + 1  # and the lock's release
+    assert len(CountingCursor.sent) == len(opening) + 31 + 1
     assert applied_names(conn) == [*names, "2000_several"]
     assert_agree(conn, names | {"2000_several": "several"})
 
@@ -90,7 +94,7 @@ def test_a_deadline_costs_no_round_trip(counted, conn, migrations_dir) -> None:
     write_sql(migrations_dir, "2000_b", "CREATE TABLE b (id int);\nCREATE TABLE b2 (id int);")
     Engine(counted, migrations_dir, EngineOptions(deadline=time.monotonic() + 600)).up()
     assert len([query for query in CountingCursor.sent if query.startswith("BEGIN")]) == 2
-    assert len(CountingCursor.sent) == 7
+    assert len(CountingCursor.sent) == 8
     assert applied_names(conn) == ["1000_a", "2000_b"] and table_exists(conn, "b2")
 
 
@@ -147,43 +151,80 @@ def test_statements_join_into_one_round_trip_whatever_they_end_with(conn, migrat
     "statement", ["CREATE TABLE joined (id int); /* never closed", "SELECT 'never closed", "SELECT $x$ never closed"]
 )
 def test_sql_that_would_swallow_the_commit_fails_and_records_nothing(conn, migrations_dir, statement) -> None:
-    write_py(migrations_dir, "1000_swallows", f"pgm.sql({statement!r})")
-    with pytest.raises(MigrationFailedError, match=r"^1000_swallows\.py: unterminated") as caught:
-        Engine(conn, migrations_dir).up()
-    assert caught.value.sqlstate == "42601"
-    assert applied_names(conn) == [] and user_tables(conn) == set()
+    """The server parses the whole query string first: nothing runs, and the error names the statement."""
+    create_table_migration(migrations_dir, "1000_first", "first")
+    write_py(migrations_dir, "2000_swallows", f'pgm.sql("CREATE TABLE second (id int)")\npgm.sql({statement!r})')
+    error = up_fails(conn, migrations_dir)
+    assert str(error).startswith("2000_swallows.py: ") and error.sqlstate == "42601"
+    assert error.statement == statement
+    assert applied_names(conn) == ["1000_first"] and user_tables(conn) == {"first"}
 
 
-def test_a_failure_that_does_not_recur_commits_once(conn, migrations_dir) -> None:
-    """The first run (one round trip) fails; the second, statement by statement, does not: it is applied
-    and recorded once, as any attempt that succeeds."""
+def test_a_failing_migration_runs_once(conn, migrations_dir) -> None:
+    """The failing statement is named from the markers the server sent before it, not by running it again."""
     with conn.cursor() as cursor:
-        cursor.execute("CREATE SEQUENCE flaky")  # nextval is not rolled back: the second run sees 2
+        cursor.execute("CREATE SEQUENCE calls")  # nextval is not rolled back: it counts the runs
     write_sql(
         migrations_dir,
-        "1000_flaky",
-        "CREATE TABLE flaky_t (id int);\nINSERT INTO flaky_t SELECT 1 / (nextval('flaky') - 1)::int;",
+        "1000_once",
+        "SELECT nextval('calls');\nCREATE TABLE once_t (id int);\nINSERT INTO missing_table VALUES (1);",
     )
-    result = Engine(conn, migrations_dir).up()
-    assert [outcome.name for outcome in result.ran] == ["1000_flaky"]
-    assert applied_names(conn) == ["1000_flaky"]
+    error = up_fails(conn, migrations_dir)
+    assert error.statement == "INSERT INTO missing_table VALUES (1)"
     with conn.cursor() as cursor:
-        cursor.execute("SELECT id FROM flaky_t")
-        assert cursor.fetchall() == [(1,)]
+        cursor.execute("SELECT last_value FROM calls")
+        assert cursor.fetchone() == (1,)
+    assert applied_names(conn) == [] and not table_exists(conn, "once_t")
 
 
-def test_a_second_run_failing_differently_also_reports_the_first_error(conn, migrations_dir) -> None:
-    with conn.cursor() as cursor:
-        cursor.execute("CREATE SEQUENCE flaky")
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_the_failing_statement_is_named_whatever_client_min_messages_says(conn, migrations_dir, level) -> None:
     write_sql(
         migrations_dir,
-        "1000_flaky",
-        "SELECT 1 / (nextval('flaky') - 1)::int;\nINSERT INTO missing_table VALUES (1);",
+        "1000_quiet",
+        f"SET client_min_messages = {level};\nCREATE TABLE quiet (id int);\nSELECT 1 / 0;\nCREATE TABLE b (id int);",
     )
-    message = str(up_fails(conn, migrations_dir))
-    assert message.startswith('1000_flaky.sql: relation "missing_table" does not exist (SQLSTATE 42P01)')
-    assert message.endswith("(its first run, in one round trip, failed with: division by zero, SQLSTATE 22012)")
-    assert applied_names(conn) == []
+    error = up_fails(conn, migrations_dir)
+    assert error.statement == "SELECT 1 / 0" and error.sqlstate == "22012"
+    assert applied_names(conn) == [] and not table_exists(conn, "quiet")
+
+
+def test_without_temporary_objects_the_failing_statement_is_not_known(database_url, conn, migrations_dir) -> None:
+    """A role without TEMPORARY on the database: no progress sequence, the run still works; a failure of a
+    multi-statement migration says it cannot tell which statement (a syntax error still can)."""
+    role = f"notemp_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        cursor.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(conn.info.dbname)))
+        cursor.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    dsn = psycopg2.extensions.parse_dsn(database_url) | {"user": role}
+    runner = psycopg2.connect(**dsn)
+    try:
+        create_table_migration(migrations_dir, "1000_a", "a")
+        write_sql(migrations_dir, "2000_bad", "CREATE TABLE b (id int);\nSELECT 1 / 0;")
+        with pytest.raises(MigrationFailedError) as caught:
+            Engine(runner, migrations_dir).up()
+        assert "in: (one of its 2 statements; which one is not known)" in str(caught.value)
+        assert applied_names(conn) == ["1000_a"] and not table_exists(conn, "b")
+    finally:
+        runner.close()
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO PUBLIC").format(sql.Identifier(conn.info.dbname)))
+            cursor.execute(sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(sql.Identifier(role), sql.Identifier(role)))
+
+
+def test_a_deferred_constraint_fails_when_committing(conn, migrations_dir) -> None:
+    write_sql(
+        migrations_dir,
+        "1000_deferred",
+        "CREATE TABLE parent (id int PRIMARY KEY);\n"
+        "CREATE TABLE child (p int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);\n"
+        "INSERT INTO child VALUES (1);",
+    )
+    error = up_fails(conn, migrations_dir)
+    assert str(error).startswith('1000_deferred.sql: insert or update on table "child" violates foreign key')
+    assert " when committing it; nothing of it was applied; DETAIL: " in str(error)
+    assert applied_names(conn) == [] and not table_exists(conn, "parent")
 
 
 def test_a_commit_that_slipped_past_the_checks_is_reported_not_recorded(conn, database_url, migrations_dir) -> None:

@@ -131,12 +131,23 @@ def test_the_data_loss_guard_still_checks_each_down_of_a_group(conn, migrations_
     assert all(table_exists(conn, table) for table in ("a", "b", "c"))
 
 
-def test_redo_in_one_transaction(conn, migrations_dir) -> None:
+def row_ids(conn) -> list[int]:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT id FROM pgmigrations ORDER BY id")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_redo_reverts_in_one_transaction_then_applies_in_another(conn, migrations_dir) -> None:
+    """Downs and ups are separate groups: which of them committed is what the rows say (after a Ctrl-C)."""
     names = tables_migrations(migrations_dir, 3)
     Engine(conn, migrations_dir).up()
+    before = row_ids(conn)
     result = Engine(conn, migrations_dir, SINGLE).redo(2)
-    assert [outcome.group_size for outcome in result.outcomes] == [4] * 4
+    assert [(outcome.action.value, outcome.group_size) for outcome in result.outcomes] == [("reverted", 2)] * 2 + [
+        ("ran", 2)
+    ] * 2
     assert applied_names(conn) == list(names)
+    assert row_ids(conn)[0] == before[0] and row_ids(conn)[1:] > before[1:]  # the two redone got new rows
     assert_agree(conn, names)
 
 
