@@ -1,10 +1,10 @@
 """Running migrations: a transaction (one migration, or a group in single-transaction mode) sent in one round
 trip with the rows and COMMIT, or a no-transaction migration statement by statement; retried on lock contention.
 
-Only after a transaction failed does it run again statement by statement (`_step_by_step`), so that the failure
-names its statement; a failure that does not recur then commits as any attempt would. What each attempt knows
-travels as an `Attempt` value; whether a failure is retried, and with which message it fails, is decided by
-`failures.decide` from the facts gathered here.
+A failed transaction is not run again to find its statement: the error's position in the query string, or the
+session's progress sequence, says which it was. What each attempt knows travels as an `Attempt` value; whether
+a failure is retried, and with which message it fails, is decided by `failures.decide` from the facts gathered
+here.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class Executor:
 
     def _in_transaction(self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool) -> None:
         """The whole transaction in one round trip (`_batch`); a failure is judged by `decide` like any, with the
-        statement the server was running when it failed, read from the markers it sent before it."""
+        statement the server was running when it failed (`_position`)."""
         session = self.session
         durable = durable or any(direction == "down" for _, direction, _ in group)  # see make_durable
         if self.tracks_progress is None:
@@ -193,7 +193,7 @@ class Executor:
             if error.pgcode is None or session.conn.closed:
                 raise self._lost(group, error) from error
             session.rollback()
-            raise self._failed(group, self._position(error, batch, positions), error, attempt, guard) from error
+            raise self._failed(group, self._position(error, positions), error, attempt, guard) from error
         except BaseException:
             session.rollback()
             raise
@@ -241,14 +241,17 @@ class Executor:
         add(*(["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]))
         return SEPARATOR.join(parts), positions
 
-    def _position(self, error: psycopg2.Error, batch: str, positions: list[Position]) -> Position | None:
-        """The statement that failed (None: the lock check or COMMIT did). A syntax or name error carries its
-        place in the query string; otherwise the progress sequence says (read after the rollback)."""
+    def _position(self, error: psycopg2.Error, positions: list[Position]) -> Position | None:
+        """The statement that failed (None: what follows the statements did: a row, the lock check, COMMIT). A
+        syntax or name error carries its place in the query string; otherwise the progress sequence says (read
+        after the rollback)."""
         offset = error.diag.statement_position
         if offset:
             before = [position for position in positions if position.start < int(offset)]
             return before[-1] if before else None
-        if not self.tracks_progress or not positions:
+        if not positions:
+            return None
+        if not self.tracks_progress:
             return positions[0] if len(positions) == 1 else _unknown(positions)
         self.session.cursor.execute(READ_PROGRESS)
         (reached,) = self.session.cursor.fetchone()

@@ -213,6 +213,21 @@ def test_without_temporary_objects_the_failing_statement_is_not_known(database_u
             cursor.execute(sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(sql.Identifier(role), sql.Identifier(role)))
 
 
+def test_a_migration_without_statements_whose_row_fails_is_named(conn, migrations_dir) -> None:
+    """Nothing but the engine's own SQL in the transaction: the failure is past the statements, and says so."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE pgmigrations (id serial PRIMARY KEY, name varchar(255) NOT NULL CHECK (name <> '2000_empty'),"
+            " run_on timestamp NOT NULL, checksum varchar(64))"
+        )
+    create_table_migration(migrations_dir, "1000_a", "a")
+    write_py(migrations_dir, "2000_empty", "pass")
+    error = up_fails(conn, migrations_dir)
+    assert str(error).startswith('2000_empty.py: new row for relation "pgmigrations" violates check constraint')
+    assert " when committing it; nothing of it was applied" in str(error)
+    assert applied_names(conn) == ["1000_a"]
+
+
 def test_a_deferred_constraint_fails_when_committing(conn, migrations_dir) -> None:
     write_sql(
         migrations_dir,
