@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from .errors import MigrationFileError
@@ -26,9 +27,17 @@ TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", 
 _DROP_TABLE = re.compile(
     r"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>.+?)(?:\s+(?:CASCADE|RESTRICT))?\s*$", re.IGNORECASE | re.DOTALL
 )
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_NAME = re.compile(r'"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)')
+# scan.l's identifiers and dollar-quote tags take any byte 0x80-0xFF, so any non-ASCII character (a server
+# encoding is ASCII-safe: every byte of a non-ASCII character has the high bit set).
+_HIGH = "\u0080-\U0010ffff"
+_DOLLAR_TAG = re.compile(rf"\$(?:[A-Za-z_{_HIGH}][A-Za-z0-9_{_HIGH}]*)?\$")
+_WORD = re.compile(rf"[A-Za-z_{_HIGH}][A-Za-z0-9_${_HIGH}]*")
+_NUMBER = re.compile(rf"[0-9][0-9A-Za-z_{_HIGH}]*")
+_NAME = re.compile(rf'"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_{_HIGH}][A-Za-z0-9_${_HIGH}]*)')
+_NEWLINE = re.compile(r"[\n\r]")  # a -- comment ends at either
+# What lets a quoted string go on in the next quote: spaces or -- comments, a newline, then spaces,
+# newlines or whole -- comment lines (scan.l's whitespace_with_newline; \v counts as space since PostgreSQL 16).
+_QUOTE_CONTINUES = re.compile(r"(?:[ \t\f\v]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f\v]+|--[^\n\r]*[\n\r])*'")
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,25 @@ def parse_sections(text: str, file_name: str) -> SqlSections:
     down_marker = down_markers[0] if down_markers else None
     if down_marker and down_marker.start() < up_marker.start():
         raise MigrationFileError(f"{file_name}: '-- Down Migration' comes before '-- Up Migration'")
-    up = text[up_marker.end() : down_marker.start() if down_marker else len(text)].strip()
+    up_end = down_marker.start() if down_marker else len(text)
+    _refuse_unreadable(text, up_marker.end(), up_end, file_name)
+    if down_marker:
+        _refuse_unreadable(text, down_marker.end(), len(text), file_name)
+    up = text[up_marker.end() : up_end].strip()
     down = text[down_marker.end() :].strip() if down_marker else None
     up_statements = tuple(split_statements(up))
     if not up_statements:
         raise MigrationFileError(f"{file_name}: the up section has no SQL statement")
     use_transaction = _use_transaction(text, up_marker.start(), file_name)
     return SqlSections(up=up, down=down, use_transaction=use_transaction, up_statements=up_statements)
+
+
+def _refuse_unreadable(text: str, start: int, end: int, file_name: str) -> None:
+    """Refuse a section that ends inside a quote or comment, or holds a NUL, naming the line it happens on."""
+    problem = unreadable(text[start:end])
+    if problem:
+        at = Unreadable(problem.what, start + problem.offset)
+        raise MigrationFileError(f"{file_name}: {at.where(text)}: {at.what}")
 
 
 def _use_transaction(text: str, header_end: int, file_name: str) -> bool:
@@ -91,56 +112,126 @@ def split_statements(text: str) -> list[str]:
     """Split SQL text into statements at top-level semicolons; comment-only pieces are dropped."""
     statements: list[str] = []
     start = 0
-    atomic_depth = 0
-    previous_word = ""
-    for kind, begin, end in _top_level_tokens(text):
-        if kind == "word":
-            upper = text[begin:end].upper()
-            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic_depth and upper == "CASE"):
-                atomic_depth += 1
-            elif atomic_depth and upper == "END":
-                atomic_depth -= 1
-            previous_word = upper
-        elif kind == ";" and not atomic_depth:
-            statements.append(text[start:begin])
-            start = end
+    for begin, end in _scan(text).semicolons:
+        statements.append(text[start:begin])
+        start = end
     statements.append(text[start:])
     return [statement.strip() for statement in statements if first_keyword(statement)]
 
 
-def _top_level_tokens(text: str) -> Iterator[tuple[Literal["--", "word", ";"], int, int]]:
-    """The lexer: (kind, start, end) of each line comment, word and semicolon outside quotes and block comments.
+@dataclass(frozen=True)
+class Unreadable:
+    """Why SQL text cannot be sent as it is: it ends inside something, or holds a NUL; ``offset`` is where."""
+
+    what: str
+    offset: int
+
+    def where(self, text: str) -> str:
+        """'line L, column C' of ``offset`` in ``text``."""
+        line_start = max(text.rfind("\n", 0, self.offset), text.rfind("\r", 0, self.offset)) + 1
+        return f"line {text.count(chr(10), 0, self.offset) + 1}, column {self.offset - line_start + 1}"
+
+
+def unreadable(text: str) -> Unreadable | None:
+    """Why PostgreSQL would not read ``text`` as complete statements (None: it would).
+
+    Text that ends inside a quote, a dollar quote, a block comment or a BEGIN ATOMIC body would swallow
+    whatever is sent after it; libpq ends a query at a NUL, dropping whatever follows.
+    """
+    nul = text.find("\x00")
+    if nul >= 0:
+        return Unreadable("a NUL byte (0x00): PostgreSQL cannot receive it (libpq would cut the query there)", nul)
+    return _scan(text).open
+
+
+_NEVER_ENDS = "starts here and never ends: PostgreSQL would read on into whatever is sent after it"
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    semicolons: list[tuple[int, int]]  # the top-level semicolons that end statements
+    open: Unreadable | None  # what the text ends inside, if anything
+
+
+def _scan(text: str) -> _Scanned:
+    """The statement-ending semicolons, skipping those inside ``BEGIN ATOMIC ... END`` bodies (whose CASE
+    expressions end with END too), and what the text ends inside."""
+    semicolons: list[tuple[int, int]] = []
+    atomic_starts: list[int] = []
+    previous_word = ""
+    for kind, begin, end in _top_level_tokens(text):
+        if kind == "open":
+            return _Scanned(semicolons, Unreadable(f"{_opened(text, begin)} {_NEVER_ENDS}", begin))
+        if kind == "word":
+            upper = text[begin:end].upper()
+            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic_starts and upper == "CASE"):
+                atomic_starts.append(begin)
+            elif atomic_starts and upper == "END":
+                atomic_starts.pop()
+            previous_word = upper
+        elif kind == ";" and not atomic_starts:
+            semicolons.append((begin, end))
+    if atomic_starts:
+        return _Scanned(
+            semicolons, Unreadable(f"a BEGIN ATOMIC body (or a CASE in it) {_NEVER_ENDS}", atomic_starts[0])
+        )
+    return _Scanned(semicolons, None)
+
+
+def _opened(text: str, begin: int) -> str:
+    """What the construct starting at ``begin`` is, as an error message names it."""
+    if text.startswith("/*", begin):
+        return "a /* comment"
+    if text[begin] == '"':
+        return "a quoted identifier"
+    if tag := _DOLLAR_TAG.match(text, begin):
+        return f"a dollar-quoted string ({tag.group(0)})"
+    return "an E'' string" if text[begin] in "eE" else "a quoted string"
+
+
+TokenKind = Literal["--", "word", ";", "(", ")", "open"]
+
+
+def _top_level_tokens(text: str) -> Iterator[tuple[TokenKind, int, int]]:
+    """The lexer, after PostgreSQL's scan.l: (kind, start, end) of each line comment, word, semicolon and
+    parenthesis outside quotes and block comments; "open" for one the text ends inside (then nothing more).
 
     String literals, quoted identifiers, dollar-quoted bodies and /* */ comments are skipped whole, so
-    nothing inside them is ever seen as a statement end, a keyword or a directive.
+    nothing inside them is ever seen as a statement end, a keyword or a directive. Identifiers swallow the
+    ``$`` they contain, so a ``$`` seen here never continues one; numbers do not (``1$$`` opens a quote).
     """
     position = 0
     length = len(text)
     while position < length:
         char = text[position]
-        if char == "-" and text.startswith("--", position):
-            newline = text.find("\n", position)
-            end = length if newline < 0 else newline + 1
-            yield "--", position, end
-            position = end
-        elif char == "/" and text.startswith("/*", position):
-            position = _skip_block_comment(text, position)
-        elif char == "'":
-            escapes = position > 0 and text[position - 1] in "eE" and not _is_word_char(text, position - 2)
-            position = _skip_quoted(text, position, "'", backslash_escapes=escapes)
-        elif char == '"':
-            position = _skip_quoted(text, position, '"', backslash_escapes=False)
-        elif char == "$" and (tag := _DOLLAR_TAG.match(text, position)) and not _is_word_char(text, position - 1):
+        end: int | None
+        kind: TokenKind | None = None
+        if text.startswith("--", position):
+            newline = _NEWLINE.search(text, position)
+            end = length if newline is None else newline.end()
+            kind = "--"
+        elif text.startswith("/*", position):
+            end = _skip_block_comment(text, position)
+        elif char in "eE" and text.startswith("'", position + 1):
+            end = _skip_quoted(text, position + 1, "'", backslash_escapes=True)
+        elif char in "'\"":
+            end = _skip_quoted(text, position, char, backslash_escapes=False)
+        elif char == "$" and (tag := _DOLLAR_TAG.match(text, position)):
             closing = text.find(tag.group(0), tag.end())
-            position = length if closing < 0 else closing + len(tag.group(0))
-        elif (word := _WORD.match(text, position)) and not _is_word_char(text, position - 1):
-            yield "word", position, word.end()
-            position = word.end()
-        elif char == ";":
-            yield ";", position, position + 1
-            position += 1
+            end = None if closing < 0 else closing + len(tag.group(0))
+        elif word := _WORD.match(text, position):
+            end, kind = word.end(), "word"
+        elif number := _NUMBER.match(text, position):
+            end = number.end()
         else:
-            position += 1
+            end = position + 1
+            kind = char if char in ";()" else None  # type: ignore[assignment]
+        if end is None:
+            yield "open", position, length
+            return
+        if kind:
+            yield kind, position, end
+        position = end
 
 
 def excerpt(text: str | bytes | None, limit: int) -> str:
@@ -171,6 +262,35 @@ def is_transaction_control(statement: str) -> bool:
     return keyword in TRANSACTION_CONTROL or (keyword == "PREPARE" and second == "TRANSACTION")
 
 
+def copies_with_client(statement: str) -> bool:
+    """``COPY ... FROM STDIN`` or ``TO STDOUT``: rows from or to the client, which no migration can send or take
+    (COPY from or to a server file or program stays allowed)."""
+    if first_keyword(statement) != "COPY":
+        return False
+    words = _top_level_words(statement)
+    return any(direction in ("FROM", "TO") and end in ("STDIN", "STDOUT") for direction, end in pairwise(words))
+
+
+def discards_session(statement: str) -> bool:
+    """``DISCARD ALL``: it releases the session's advisory locks (the migration lock among them)."""
+    words = _top_level_words(statement)
+    return words[:2] == ["DISCARD", "ALL"]
+
+
+def _top_level_words(statement: str) -> list[str]:
+    """The statement's words outside parentheses, quotes and comments, upper-cased."""
+    words: list[str] = []
+    depth = 0
+    for kind, begin, end in _top_level_tokens(statement):
+        if kind == "(":
+            depth += 1
+        elif kind == ")":
+            depth -= 1
+        elif kind == "word" and depth == 0:
+            words.append(statement[begin:end].upper())
+    return words
+
+
 def identifiers(text: str) -> set[str]:
     """Every name the text could mention, as PostgreSQL folds it (unquoted lower-cased, quoted verbatim)."""
     return {
@@ -193,7 +313,7 @@ def _split_top_level_commas(text: str) -> list[str]:
     start = position = 0
     while position < len(text):
         if text[position] == '"':
-            position = _skip_quoted(text, position, '"', backslash_escapes=False)
+            position = _skip_quoted(text, position, '"', backslash_escapes=False) or len(text)
             continue
         if text[position] == ",":
             parts.append(text[start:position])
@@ -207,16 +327,17 @@ def _strip_leading_comments(text: str) -> str:
     while True:
         text = text.lstrip()
         if text.startswith("--"):
-            newline = text.find("\n")
-            text = "" if newline < 0 else text[newline + 1 :]
+            newline = _NEWLINE.search(text)
+            text = "" if newline is None else text[newline.end() :]
         elif text.startswith("/*"):
-            text = text[_skip_block_comment(text, 0) :]
+            end = _skip_block_comment(text, 0)
+            text = "" if end is None else text[end:]
         else:
             return text
 
 
-def _skip_block_comment(text: str, position: int) -> int:
-    """Position after a (possibly nested) /* */ comment starting at ``position``."""
+def _skip_block_comment(text: str, position: int) -> int | None:
+    """Position after a (possibly nested) /* */ comment starting at ``position``; None if it never ends."""
     depth = 0
     length = len(text)
     while position < length:
@@ -230,11 +351,13 @@ def _skip_block_comment(text: str, position: int) -> int:
                 return position
         else:
             position += 1
-    return length
+    return None
 
 
-def _skip_quoted(text: str, position: int, quote: str, *, backslash_escapes: bool) -> int:
-    """Position after a quoted literal or identifier; a doubled quote is an escaped quote."""
+def _skip_quoted(text: str, position: int, quote: str, *, backslash_escapes: bool) -> int | None:
+    """Position after a quoted literal or identifier (None if it never ends); a doubled quote is an escaped
+    quote. An E'' string goes on after a quote that only a newline (and comments) separate from the next one,
+    and keeps its backslash escapes there (scan.l's quotecontinue)."""
     position += 1
     length = len(text)
     while position < length:
@@ -244,12 +367,10 @@ def _skip_quoted(text: str, position: int, quote: str, *, backslash_escapes: boo
         elif char == quote:
             if text.startswith(quote * 2, position):
                 position += 2
+            elif backslash_escapes and (continued := _QUOTE_CONTINUES.match(text, position + 1)):
+                position = continued.end()
             else:
                 return position + 1
         else:
             position += 1
-    return length
-
-
-def _is_word_char(text: str, position: int) -> bool:
-    return 0 <= position < len(text) and (text[position].isalnum() or text[position] in "_$")
+    return None
