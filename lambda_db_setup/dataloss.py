@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2 import sql
 
-from .builder import MigrationBuilder
 from .discovery import Migration
 from .errors import DataLossError
+from .prepare import Prepared
 from .session import Session
 from .sqltext import dropped_tables
 
@@ -83,9 +83,9 @@ class Guard:
         )
 
 
-def refuse_data_loss(session: Session, migration: Migration, builder: MigrationBuilder) -> None:
-    """Raise `DataLossError` naming each table ``builder``'s SQL drops that has rows, and how many."""
-    losses = [loss for statement in builder.statements for loss in _losses(session, session.text(statement))]
+def refuse_data_loss(session: Session, migration: Migration, prepared: Prepared) -> None:
+    """Raise `DataLossError` naming each table ``prepared``'s SQL drops that has rows, and how many."""
+    losses = [loss for statement in prepared.statements for loss in _losses(session, statement)]
     if losses:
         raise DataLossError(
             f"{migration.file_name}: down would drop {', '.join(losses)}; pass --force to drop them anyway",

@@ -130,7 +130,11 @@ class Migration:
 
     @cached_property
     def _sections(self) -> SqlSections:
-        return parse_sections(self.text, self.file_name)
+        try:
+            return parse_sections(self.text, self.file_name)
+        except MigrationFileError as error:
+            error.migration = self.name
+            raise
 
     @cached_property
     def _module(self) -> ModuleType:

@@ -8,18 +8,19 @@ with the files. Running one migration is `execute.Executor`'s job.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from . import schema_check, tracking
+from . import interrupts, schema_check, tracking
 from .dataloss import Guard, refuse_data_loss
 from .discovery import Direction, Migration, scan
 from .errors import RunInterrupted
 from .execute import Executor, OnMigration, Step
+from .interrupts import Terminated
 from .options import EngineOptions
 from .plan import Plan, make_plan
 from .progress import SILENT, Progress
@@ -68,21 +69,21 @@ class Engine:
             plan.check(allow_ahead=self.options.allow_ahead)
             targets = plan.up_targets(count, to)
             result = RunResult([row.name for row in plan.applied], ahead=list(plan.ahead), dry_run=dry_run)
-            builders = [executor.prepare(migration, "up") for migration in targets]
+            prepared = [executor.prepare(migration, "up") for migration in targets]
             if dry_run or vet:
-                rendered = [executor.render(m, "up", b) for m, b in zip(targets, builders, strict=True)]
+                rendered = [executor.render(m, "up", p) for m, p in zip(targets, prepared, strict=True)]
                 if dry_run:
                     result.outcomes = rendered
                     return result
                 vet(rendered)
             if self.options.adopt_existing_schema and not plan.applied and count is None and to is None:
-                adopted = schema_check.adoptable(opened.session.cursor, targets, builders)
+                adopted = schema_check.adoptable(opened.session.cursor, targets, prepared)
                 self._record(opened, adopted)
                 result.outcomes += [MigrationOutcome(migration, Action.ADOPTED) for migration in adopted]
-                targets, builders = targets[len(adopted) :], builders[len(adopted) :]
+                targets, prepared = targets[len(adopted) :], prepared[len(adopted) :]
             if not plan.table_exists:
                 tracking.ensure_table(opened.session.cursor)
-            self._run(opened, result, [(m, "up", b) for m, b in zip(targets, builders, strict=True)], deadline=True)
+            self._run(opened, result, [(m, "up", p) for m, p in zip(targets, prepared, strict=True)], deadline=True)
             return result
 
     def down(self, count: int = 1, *, to: str | None = None, force: bool = False, dry_run: bool = False) -> RunResult:
@@ -135,8 +136,8 @@ class Engine:
         with self._open(take_lock=True) as opened:
             opened.plan.check(allow_ahead=False)
             targets = opened.plan.up_targets(None, to)
-            builders = [opened.executor.prepare(migration, "up") for migration in targets] if verify else []
-            verified = schema_check.compare(opened.session.cursor, targets, builders) if verify and targets else None
+            prepared = [opened.executor.prepare(migration, "up") for migration in targets] if verify else []
+            verified = schema_check.compare(opened.session.cursor, targets, prepared) if verify and targets else None
             if verified and verified.differences:
                 raise schema_check.mismatch(
                     f"baseline refused: the schema does not match what {len(targets)} migration(s)", verified
@@ -177,8 +178,8 @@ class Engine:
         then snapshot the tables with rows so each transactional down is checked again before COMMIT."""
         if force or not downs:
             return None
-        for migration, _, builder in downs:
-            refuse_data_loss(opened.session, migration, builder)
+        for migration, _, prepared in downs:
+            refuse_data_loss(opened.session, migration, prepared)
         return Guard.take(opened.session)
 
     @staticmethod
@@ -189,19 +190,20 @@ class Engine:
         finish in time). Every transaction but the run's last commits asynchronously; a run that stops before
         its last waits for them to reach the disk, so what it reports as done survives a crash.
 
-        Ctrl-C becomes `RunInterrupted`, which counts the transaction it hit as done when its COMMIT went through
-        (Ctrl-C acts when the round trip returns); the lock goes with the session.
+        Ctrl-C or SIGTERM becomes `RunInterrupted`, which counts the transaction it hit as done when its COMMIT
+        went through (the cancel came too late); the lock goes with the session.
         """
         before = len(result.outcomes)
         groups = _transactions(steps, single=opened.session.options.single_transaction)
         try:
             for index, group in enumerate(groups):
+                interrupts.raise_pending()
                 if deadline and opened.session.options.out_of_time():
                     result.pending = [step[0] for later in groups[index:] for step in later]
                     return
                 result.outcomes += opened.executor.run(group, guard, durable=index == len(groups) - 1)
-        except KeyboardInterrupt:
-            raise _interrupted(opened, steps, len(result.outcomes) - before) from None
+        except KeyboardInterrupt as stop:
+            raise _interrupted(opened, steps, len(result.outcomes) - before, stop) from None
         finally:
             opened.executor.make_durable()
 
@@ -222,15 +224,19 @@ def _transactions(steps: list[Step], *, single: bool) -> list[list[Step]]:
     return groups
 
 
-def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted:
-    """What a Ctrl-C left: ``done`` steps finished, plus those of the transaction it hit if its COMMIT had
-    already gone through."""
+def _interrupted(opened: Opened, steps: list[Step], done: int, stop: KeyboardInterrupt) -> RunInterrupted:
+    """What a signal left: ``done`` steps finished, plus those of the transaction it hit if its COMMIT had
+    already gone through (reported to ``on_migration`` now, so every adapter lists them)."""
     try:
         opened.session.rollback()
         recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
     except psycopg2.Error:  # the connection went with the interrupt: the transaction it hit was not committed
         recorded = {migration.name for migration, direction, _ in steps[done:] if direction == "down"}
     while done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):
+        migration, direction, prepared = steps[done]
+        action = Action.RAN if direction == "up" else Action.REVERTED
+        with suppress(KeyboardInterrupt):  # a second signal while reporting: the report below still says it
+            opened.executor.report(MigrationOutcome(migration, action, use_transaction=prepared.use_transaction))
         done += 1
     directions = {direction for _, direction, _ in steps}
     verb = "applied" if directions == {"up"} else "reverted" if directions == {"down"} else "run"
@@ -239,4 +245,5 @@ def _interrupted(opened: Opened, steps: list[Step], done: int) -> RunInterrupted
         interrupted=steps[done][0].name if done < len(steps) else None,
         verb=verb,
         partial=done < len(steps) and not steps[done][2].use_transaction,
+        terminated=isinstance(stop, Terminated),
     )

@@ -2,14 +2,15 @@
 trip with the rows and COMMIT, or a no-transaction migration statement by statement; retried on lock contention.
 
 A failed transaction is not run again to find its statement: the error's position in the query string, or the
-session's progress sequence, says which it was. What each attempt knows travels as an `Attempt` value; whether
-a failure is retried, and with which message it fails, is decided by `failures.decide` from the facts gathered
-here.
+marker lock the transaction last took (`markers`), says which it was. What each attempt knows travels as an
+`Attempt` value; whether a failure is retried, and with which message it fails, is decided by
+`failures.decide` from the facts gathered here.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -20,37 +21,30 @@ from psycopg2 import sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.sql import Composable
 
-from . import lock, tracking
-from .builder import MigrationBuilder
+from . import interrupts, lock, markers, tracking
 from .dataloss import DATA_LOSS, Guard
 from .discovery import Direction, Migration
-from .errors import (
-    IrreversibleMigrationError,
-    MigrationError,
-    MigrationFailedError,
-    MigrationFileError,
-    pg_detail,
-    pg_message,
-)
+from .errors import MigrationError, MigrationFailedError, MigrationFileError, pg_detail, pg_message
 from .failures import LOCK_NOT_AVAILABLE, Failure, Retry, RetryPolicy, decide, statement_excerpt
+from .prepare import Prepared, prepare
 from .progress import SILENT, Progress
 from .results import Action, MigrationOutcome
 from .session import Session
-from .sqltext import identifiers, is_transaction_control, split_statements
+from .sqltext import identifiers
 
 OnMigration = Callable[[MigrationOutcome], None]
-Step = tuple[Migration, Direction, MigrationBuilder]  # one migration to run, which way, its built SQL
-# How far a transaction sent in one round trip got: set before each of its statements but the first, and before
-# its lock check and COMMIT. A sequence is not rolled back, so after a failure it still says which statement
-# was running. Temporary: the session's own, created once per session, outside any transaction.
-# Any role may set it: a migration's SET ROLE lasts until the session reset at its end, markers included.
-CREATE_PROGRESS = (
-    "CREATE TEMPORARY SEQUENCE IF NOT EXISTS lambda_db_setup_progress;"
-    " GRANT SELECT, UPDATE ON SEQUENCE pg_temp.lambda_db_setup_progress TO PUBLIC"
-)
-RESET_PROGRESS = "SELECT pg_catalog.setval('pg_temp.lambda_db_setup_progress', 1, false)"
-MARK_PROGRESS = "SELECT pg_catalog.setval('pg_temp.lambda_db_setup_progress', {})"
-READ_PROGRESS = "SELECT CASE WHEN is_called THEN last_value END FROM pg_temp.lambda_db_setup_progress"
+Step = tuple[Migration, Direction, Prepared]  # one migration to run, which way, its checked SQL
+# In a single transaction of several migrations, each one's deferred constraints are checked at its end, as its
+# own COMMIT would: fire what is pending, then defer again what is declared INITIALLY DEFERRED.
+SETTLE_DEFERRED = """SET CONSTRAINTS ALL IMMEDIATE
+;
+DO $pgm$ DECLARE deferred text; BEGIN
+SELECT pg_catalog.string_agg(pg_catalog.format('%I.%I', n.nspname, c.conname), ', ') INTO deferred
+FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace
+WHERE c.condeferred AND NOT pg_catalog.pg_is_other_temp_schema(n.oid);
+IF deferred IS NOT NULL THEN EXECUTE 'SET CONSTRAINTS ' || deferred || ' DEFERRED'; END IF; END $pgm$"""
+_UNLOCKS = re.compile(r"pg_advisory_unlock", re.IGNORECASE)
+ANY_DEFERRABLE = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE condeferrable)"
 # A commit WAL order makes safe to lose in a crash: the run's last commit (synchronous) flushes it with its own.
 ASYNCHRONOUS = "SET LOCAL synchronous_commit = off"
 SEPARATOR = "\n;\n"
@@ -63,12 +57,12 @@ INVALID_NAMED = """
 
 @dataclass(frozen=True)
 class Position:
-    """A statement of a transaction sent in one round trip: its migration's index in the group, the migration,
-    the statement's text."""
+    """A part of a transaction sent in one round trip: its migration's index in the group, the migration, the
+    statement's text (None: the migration's closing: session reset, row, guard, deferred constraints)."""
 
     index: int
     migration: Migration
-    statement: str
+    statement: str | None
     start: int = 0  # where it starts in the query string (PostgreSQL's error positions count from 1)
 
 
@@ -81,7 +75,11 @@ class Attempt:
 
 
 class _Again(Exception):
-    """Unwinds an attempt whose failure `decide` judged safe to retry."""
+    """Unwinds an attempt whose failure `decide` judged safe to retry; ``migration`` is the one that hit it."""
+
+    def __init__(self, migration: Migration) -> None:
+        super().__init__(migration.name)
+        self.migration = migration
 
 
 class Executor:
@@ -92,36 +90,21 @@ class Executor:
         self.on_migration = on_migration
         self.progress = progress
         self.unflushed = False  # an asynchronous COMMIT was sent that no synchronous one has flushed since
-        self.tracks_progress: bool | None = None  # whether CREATE_PROGRESS worked (None: not tried yet)
+        self.any_deferrable: bool | None = None  # whether the database has deferrable constraints (None: not read)
+        self.reported: set[tuple[str, Action]] = set()  # what on_migration was told of
 
-    def prepare(self, migration: Migration, direction: Direction) -> MigrationBuilder:
-        """Build the migration's SQL and refuse transaction control in one that runs in a transaction."""
-        try:
-            builder = migration.build(direction)
-        except IrreversibleMigrationError as error:
-            raise IrreversibleMigrationError(
-                f"{error}; down refused, nothing was changed", migration=migration.name
-            ) from error
-        if builder.use_transaction:
-            for statement in builder.statements:
-                text = self.session.text(statement)
-                for part in split_statements(text) if ";" in text else [text]:
-                    if is_transaction_control(part):
-                        raise MigrationFileError(
-                            f"{migration.file_name}: ends or opens a transaction itself ({statement_excerpt(part)});"
-                            " the engine runs each migration in its own transaction: remove it, or call"
-                            " pgm.no_transaction() / add '-- pgm:no-transaction'",
-                            migration=migration.name,
-                        )
-        return builder
+    def prepare(self, migration: Migration, direction: Direction) -> Prepared:
+        """Build the migration's SQL and check every statement before anything is sent (`prepare.prepare`)."""
+        return prepare(migration, direction, self.session.conn)
 
-    def render(self, migration: Migration, direction: Direction, builder: MigrationBuilder) -> MigrationOutcome:
-        """What a dry run reports: the statements, rendered as the server would receive them."""
+    @staticmethod
+    def render(migration: Migration, direction: Direction, prepared: Prepared) -> MigrationOutcome:
+        """What a dry run reports: the statements as the server would receive them."""
         return MigrationOutcome(
             migration,
             Action.WOULD_RUN if direction == "up" else Action.WOULD_REVERT,
-            use_transaction=builder.use_transaction,
-            sql=tuple(self.session.text(statement) for statement in builder.statements),
+            use_transaction=prepared.use_transaction,
+            sql=prepared.statements,
             reversible=direction == "down" or _reversible(migration),
         )
 
@@ -143,10 +126,10 @@ class Executor:
                 else:
                     self._without_transaction(*group[0], attempt)
                 break
-            except _Again:
+            except _Again as again:
                 backoff = self.session.options.lock_retry_backoff_seconds * 2 ** (attempt.number - 1)
                 backoff *= random.uniform(0.5, 1.5)
-                self.progress.retrying(group[0][0], attempt.number, backoff)
+                self.progress.retrying(again.migration, attempt.number, backoff)
                 time.sleep(backoff)
                 attempt = Attempt(attempt.number + 1)
         duration_ms = (time.perf_counter() - started) * 1000
@@ -156,15 +139,21 @@ class Executor:
                 Action.RAN if direction == "up" else Action.REVERTED,
                 duration_ms=duration_ms,
                 attempts=attempt.number,
-                use_transaction=builder.use_transaction,
+                use_transaction=prepared.use_transaction,
                 group_size=len(group),
             )
-            for migration, direction, builder in group
+            for migration, direction, prepared in group
         ]
-        if self.on_migration:
-            for outcome in outcomes:
-                self.on_migration(outcome)
+        for outcome in outcomes:
+            self.report(outcome)
         return outcomes
+
+    def report(self, outcome: MigrationOutcome) -> None:
+        """Tell ``on_migration`` of a finished migration, once (a run a signal stopped reports late ones too)."""
+        key = (outcome.migration.name, outcome.action)
+        if self.on_migration and key not in self.reported:
+            self.reported.add(key)
+            self.on_migration(outcome)
 
     def make_durable(self) -> None:
         """Wait until what this session committed asynchronously is on disk (a run that stops before its last,
@@ -180,11 +169,10 @@ class Executor:
 
     def _in_transaction(self, group: list[Step], attempt: Attempt, guard: Guard | None, durable: bool) -> None:
         """The whole transaction in one round trip (`_batch`); a failure is judged by `decide` like any, with the
-        statement the server was running when it failed (`_position`)."""
+        part the server was running when it failed (`_failed`). A signal's cancel ends it as an interrupt; one
+        that came as its result was already on its way back stops the run after it (it committed)."""
         session = self.session
         durable = durable or any(direction == "down" for _, direction, _ in group)  # see make_durable
-        if self.tracks_progress is None:
-            self.tracks_progress = self._create_progress()
         batch, positions = self._batch(group, guard, durable)
         self.unflushed = self.unflushed or not durable
         try:
@@ -193,28 +181,29 @@ class Executor:
             if error.pgcode is None or session.conn.closed:
                 raise self._lost(group, error) from error
             session.rollback()
-            raise self._failed(group, self._position(error, positions), error, attempt, guard) from error
+            reached = markers.read_and_release(session.cursor)
+            if stop := interrupts.cancelled_by_us(error):
+                raise stop from None
+            raise self._failed(group, self._position(error, positions, reached), error, attempt, guard) from error
         except BaseException:
-            session.rollback()
+            if not session.conn.closed:
+                with suppress(psycopg2.Error):
+                    session.rollback()
+                    markers.read_and_release(session.cursor)
             raise
         self.unflushed = self.unflushed and not durable
-
-    def _create_progress(self) -> bool:
-        """The progress sequence; False where the role may not create temporary objects (errors then cannot
-        name the statement of a multi-statement transaction)."""
-        try:
-            self.session.cursor.execute(CREATE_PROGRESS)
-        except psycopg2.Error:
-            return False
-        return True
+        interrupts.raise_pending()
 
     def _batch(self, group: list[Step], guard: Guard | None, durable: bool) -> tuple[str, list[Position]]:
-        """The transaction as one simple query, and its statements' positions (with where each starts in it).
+        """The transaction as one simple query, and its parts' positions (with where each starts in it).
 
-        Statements are separated by newlines, so a trailing ``--`` comment cannot hide what follows.
+        Every statement was checked whole (`prepare`), and statements are separated by newlines, so neither an
+        open quote nor a trailing ``--`` comment can hide what follows. A marker lock (`markers`) is moved
+        before each part; a single migration's closing shares the last part with the lock check and COMMIT.
         """
         session = self.session
         parts: list[str] = []
+        positions: list[Position] = []
         length = 0
 
         def add(*texts: str) -> None:
@@ -222,42 +211,57 @@ class Executor:
             parts.extend(texts)
             length += sum(len(text) + len(SEPARATOR) for text in texts)
 
-        add("BEGIN", lock.TAKE_TRANSACTION_LOCK, *([RESET_PROGRESS] if self.tracks_progress else []))
-        positions: list[Position] = []
-        for index, (migration, direction, builder) in enumerate(group):
-            for statement in builder.statements:
-                if positions and self.tracks_progress:
-                    add(MARK_PROGRESS.format(len(positions) + 1))
-                if (limit := self._deadline_limit()) is not None:
-                    add(limit)
-                positions.append(Position(index, migration, session.text(statement), start=length))
-                add(positions[-1].statement)
-            add(*self._closing(migration, direction, guard))
+        def part(index: int, migration: Migration, statement: str | None) -> None:
+            add(markers.move(len(positions) + 1) if positions else markers.first())
+            if statement is not None and (limit := self._deadline_limit()) is not None:
+                add(limit)
+            positions.append(Position(index, migration, statement, start=length))
+
+        add("BEGIN", lock.TAKE_TRANSACTION_LOCK)
+        settle = len(group) > 1 and self._may_defer(group)
+        for index, (migration, direction, prepared) in enumerate(group):
+            for statement in prepared.statements:
+                part(index, migration, statement)
+                add(statement)
+            if len(group) > 1:
+                part(index, migration, None)
+            add(*self._closing(migration, direction, guard, settle=settle and index < len(group) - 1))
         # Once, just before COMMIT: pg_locks lists every lock the transaction took, so it costs more the longer
         # the transaction; the rows inserted before it commit only if it passes.
-        if self.tracks_progress:
-            add(MARK_PROGRESS.format(len(positions) + 1))
+        final = len(positions) + 1
+        add(markers.move(final) if positions else markers.first())
         add(lock.still_ours(session.text(sql.Literal(", ".join(step[0].name for step in group)))))
+        add(markers.release(final))
         add(*(["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]))
         return SEPARATOR.join(parts), positions
 
-    def _position(self, error: psycopg2.Error, positions: list[Position]) -> Position | None:
-        """The statement that failed (None: what follows the statements did: a row, the lock check, COMMIT). A
-        syntax or name error carries its place in the query string; otherwise the progress sequence says (read
-        after the rollback)."""
+    def _may_defer(self, group: list[Step]) -> bool:
+        """Whether a deferred constraint could fire at the group's COMMIT: the database has a deferrable one
+        (read once per run), or the group's SQL could make one."""
+        if self.any_deferrable is None:
+            self.session.cursor.execute(ANY_DEFERRABLE)
+            self.any_deferrable = bool(self.session.cursor.fetchone()[0])
+        mentions = any("deferrable" in text.lower() for _, _, prepared in group for text in prepared.statements)
+        return self.any_deferrable or mentions
+
+    @staticmethod
+    def _position(error: psycopg2.Error, positions: list[Position], reached: markers.Reached) -> Position | None:
+        """The part that failed (None: the lock check or COMMIT). A syntax or name error carries its place in
+        the query string; otherwise the marker lock held after the rollback says. A part that released every
+        advisory lock (the migration lock with them) is the one at fault, whatever failed later."""
         offset = error.diag.statement_position
         if offset:
             before = [position for position in positions if position.start < int(offset)]
             return before[-1] if before else None
-        if not positions:
+        number = reached.part
+        if number is None:  # released before COMMIT: the failure is COMMIT's (a deferred constraint)
             return None
-        if not self.tracks_progress:
-            return positions[0] if len(positions) == 1 else _unknown(positions)
-        self.session.cursor.execute(READ_PROGRESS)
-        (reached,) = self.session.cursor.fetchone()
-        if reached is None:
-            return positions[0]
-        return positions[reached - 1] if reached <= len(positions) else None
+        if number > len(positions):  # the lock check found the lock gone: who let it go?
+            if reached.released_locks_in:
+                return positions[reached.released_locks_in - 1]
+            # one advisory lock released by key moved no marker: the statement that names the function
+            return next((p for p in positions if p.statement and _UNLOCKS.search(p.statement)), None)
+        return positions[number - 1]
 
     def _failed(
         self, group: list[Step], position: Position | None, error: psycopg2.Error, attempt: Attempt, guard: Guard | None
@@ -267,20 +271,23 @@ class Executor:
         session = self.session
         if error.pgcode == lock.TRANSACTION_ENDED:
             return self._ended(group)
-        at = position or Position(len(group) - 1, group[-1][0], "")
+        at = position or Position(len(group) - 1, group[-1][0], None)
         undone = [step[0].name for step in group[: at.index]]
         if guard and error.pgcode == DATA_LOSS:  # a down's guard, after its statements
             return _with_undone(guard.refusal(session, at.migration, error), undone)
-        if position is None:
+        if at.statement is None:
             return _with_undone(_commit_failure(at.migration, error), undone)
         verdict = decide(self._failure(at.migration, at.statement, error, attempt, None), self._retry_policy())
-        return _Again() if isinstance(verdict, Retry) else _with_undone(verdict, undone)
+        return _Again(at.migration) if isinstance(verdict, Retry) else _with_undone(verdict, undone)
 
-    def _closing(self, migration: Migration, direction: Direction, guard: Guard | None) -> list[str]:
-        """What ends a migration inside its transaction: the session reset, its row, the data-loss guard."""
+    def _closing(self, migration: Migration, direction: Direction, guard: Guard | None, *, settle: bool) -> list[str]:
+        """What ends a migration inside its transaction: the session reset, its row, the data-loss guard, and
+        (``settle``, in a group) its deferred constraints, checked as its own COMMIT would."""
         closing = [self.session.restore, self.session.text(_row(migration, direction))]
         if guard and direction == "down":
             closing.append(guard.sql)
+        if settle:
+            closing.append(SETTLE_DEFERRED)
         return closing
 
     def _deadline_limit(self) -> str | None:
@@ -299,14 +306,18 @@ class Executor:
         )
 
     def _without_transaction(
-        self, migration: Migration, direction: Direction, builder: MigrationBuilder, attempt: Attempt
+        self, migration: Migration, direction: Direction, prepared: Prepared, attempt: Attempt
     ) -> None:
-        """Statement by statement in autocommit (a multi-statement query would be one implicit transaction)."""
+        """Statement by statement in autocommit (a multi-statement query would be one implicit transaction).
+
+        A signal stops it between statements (or cancels the one running); once all ran, it is recorded first.
+        """
         session = self.session
         session.cursor.execute(lock.ASSERT_HELD)
         attempt = replace(attempt, invalid_before=frozenset(invalid_indexes(session)))
         try:
-            for index, statement in enumerate(builder.statements):
+            for index, statement in enumerate(prepared.statements):
+                interrupts.raise_pending()
                 if (timeout := session.options.deadline_timeout_ms()) is not None:
                     session.cursor.execute(
                         "SELECT pg_catalog.set_config('statement_timeout', %s, false)", (f"{timeout}ms",)
@@ -316,11 +327,11 @@ class Executor:
                     session.rollback()
                     raise MigrationFailedError(
                         f"{migration.file_name}: a statement left a transaction open"
-                        f" ({statement_excerpt(session.text(statement))}); it runs without a transaction, so the"
+                        f" ({statement_excerpt(statement)}); it runs without a transaction, so the"
                         f" {index} statement(s) before it stay applied and it is not recorded",
                         migration=migration.name,
                     )
-            self._refuse_invalid_indexes(migration, builder)
+            self._refuse_invalid_indexes(migration, prepared)
         except BaseException:
             if not session.conn.closed:
                 with suppress(psycopg2.Error):  # the original error matters more
@@ -328,14 +339,15 @@ class Executor:
                     session.cursor.execute(session.restore)
             raise
         self._finish(migration, direction)
+        interrupts.raise_pending()
 
-    def _refuse_invalid_indexes(self, migration: Migration, builder: MigrationBuilder) -> None:
+    def _refuse_invalid_indexes(self, migration: Migration, prepared: Prepared) -> None:
         """Fail a no-transaction migration while an index it names (or one on a table it names) is INVALID.
 
         ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` skips an INVALID index a failed build left, so without
         this the migration would be recorded with the index unusable. Sent with the session reset.
         """
-        names = sorted({name for st in builder.statements for name in identifiers(self.session.text(st))})
+        names = sorted({name for statement in prepared.statements for name in identifiers(statement)})
         self.session.cursor.execute(self.session.restore.replace("%", "%%") + "; " + INVALID_NAMED, (names, names))
         invalid = [row[0] for row in self.session.cursor.fetchall()]
         if invalid:
@@ -347,9 +359,11 @@ class Executor:
             )
 
     def _finish(self, migration: Migration, direction: Direction) -> None:
-        """Record (up) or remove (down) a no-transaction migration's row, once all its statements ran."""
+        """Record (up) or remove (down) a no-transaction migration's row once all its statements ran, in one
+        implicit transaction with a check that the session still holds the migration lock (a statement may
+        have released it: ``pg_advisory_unlock_all()``, ``DISCARD ALL`` run through EXECUTE)."""
         try:
-            self.session.cursor.execute(_row(migration, direction))
+            self.session.cursor.execute(lock.ASSERT_HELD + ";\n" + self.session.text(_row(migration, direction)))
         except psycopg2.Error as error:
             if self.session.conn.closed:
                 raise MigrationFailedError(
@@ -358,7 +372,8 @@ class Executor:
                     migration=migration.name,
                     pg_message=str(error).strip(),
                 ) from error
-            raise _commit_failure(migration, error, "recording") from error
+            left = "it runs without a transaction, so its statements stay applied and it is not recorded"
+            raise _commit_failure(migration, error, "recording", left) from error
 
     def _lost(self, group: list[Step], error: psycopg2.Error) -> MigrationFailedError:
         """The connection went while the transaction, sent with its COMMIT, ran: whether it committed is unknown."""
@@ -384,15 +399,17 @@ class Executor:
             sqlstate=lock.TRANSACTION_ENDED,
         )
 
-    def _execute(self, migration: Migration, statement: Composable, attempt: Attempt, statements_before: int) -> None:
+    def _execute(self, migration: Migration, statement: str, attempt: Attempt, statements_before: int) -> None:
         """Run one statement of a no-transaction migration, after ``statements_before`` of its others."""
         try:
             self.session.cursor.execute(statement)
         except psycopg2.Error as error:
-            failure = self._failure(migration, self.session.text(statement), error, attempt, statements_before)
+            if stop := interrupts.cancelled_by_us(error):
+                raise stop from None
+            failure = self._failure(migration, statement, error, attempt, statements_before)
             verdict = decide(failure, self._retry_policy())
             if isinstance(verdict, Retry):
-                raise _Again from error
+                raise _Again(migration) from error
             raise verdict from error
 
     def _retry_policy(self) -> RetryPolicy:
@@ -475,18 +492,14 @@ def _with_undone(error: MigrationError, undone: list[str]) -> MigrationError:
     return error
 
 
-def _commit_failure(migration: Migration, error: psycopg2.Error, when: str = "committing") -> MigrationFailedError:
+def _commit_failure(
+    migration: Migration, error: psycopg2.Error, when: str = "committing", left: str = "nothing of it was applied"
+) -> MigrationFailedError:
     """A failure past the migration's statements: its row, the lock check or COMMIT (a deferred constraint)."""
     message = pg_message(error)
     return MigrationFailedError(
-        f"{migration.file_name}: {message} (SQLSTATE {error.pgcode}) when {when} it;"
-        f" nothing of it was applied{pg_detail(error)}",
+        f"{migration.file_name}: {message} (SQLSTATE {error.pgcode}) when {when} it; {left}{pg_detail(error)}",
         migration=migration.name,
         sqlstate=error.pgcode,
         pg_message=message,
     )
-
-
-def _unknown(positions: list[Position]) -> Position:
-    """The first statement's position, saying that which of them failed is not known."""
-    return replace(positions[0], statement=f"(one of its {len(positions)} statements; which one is not known)")

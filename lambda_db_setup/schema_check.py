@@ -16,9 +16,9 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from . import tracking
-from .builder import MigrationBuilder
 from .discovery import Migration
 from .errors import MigrationError, MigrationFailedError, SchemaMismatchError, pg_message
+from .prepare import Prepared
 
 SCRATCH_SCHEMA = "pgm_baseline_check"
 
@@ -52,11 +52,11 @@ class Comparison:
     differences: list[str]
 
 
-def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[MigrationBuilder]) -> Comparison:
+def compare(cursor: Cursor, migrations: Sequence[Migration], prepared: Sequence[Prepared]) -> Comparison:
     """Rehearse ``migrations`` (their ``up`` SQL, already built) in a rolled-back transaction and compare
     their tables with ``public``."""
-    for migration, builder in zip(migrations, builders, strict=True):
-        if not builder.use_transaction:
+    for migration, built in zip(migrations, prepared, strict=True):
+        if not built.use_transaction:
             raise MigrationError(
                 f"{migration.file_name} runs outside a transaction, so the schema check cannot rehearse it;"
                 " use baseline --no-verify after checking the schema yourself",
@@ -66,8 +66,8 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[
     try:
         cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
         cursor.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SCRATCH_SCHEMA)))
-        for migration, builder in zip(migrations, builders, strict=True):
-            for statement in builder.statements:
+        for migration, built in zip(migrations, prepared, strict=True):
+            for statement in built.statements:
                 try:
                     cursor.execute(statement)
                 except psycopg2.Error as error:
@@ -98,7 +98,7 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], builders: Sequence[
     return Comparison(tables=tables, absent=absent, differences=differences)
 
 
-def adoptable(cursor: Cursor, targets: Sequence[Migration], builders: Sequence[MigrationBuilder]) -> list[Migration]:
+def adoptable(cursor: Cursor, targets: Sequence[Migration], prepared: Sequence[Prepared]) -> list[Migration]:
     """What the original Lambda did for a schema built before tracking: the migrations to record, if it matches.
 
     An empty ``public`` is a new database: nothing to rehearse. Otherwise it rehearses the leading
@@ -111,8 +111,8 @@ def adoptable(cursor: Cursor, targets: Sequence[Migration], builders: Sequence[M
         (tracking.TABLE,),
     )
     (has_tables,) = cursor.fetchone()
-    leading = next((i for i, builder in enumerate(builders) if not builder.use_transaction), len(targets))
-    comparison = compare(cursor, targets[:leading], builders[:leading]) if leading and has_tables else None
+    leading = next((i for i, built in enumerate(prepared) if not built.use_transaction), len(targets))
+    comparison = compare(cursor, targets[:leading], prepared[:leading]) if leading and has_tables else None
     if comparison is None or all(table in comparison.absent for table in comparison.tables):
         return []
     if comparison.differences:

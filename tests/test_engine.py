@@ -404,11 +404,20 @@ def test_a_migration_that_releases_the_lock_is_not_recorded(conn, migrations_dir
     assert not table_exists(conn, "unlocked") and not table_exists(conn, "after")
 
 
-def test_lock_released_by_a_no_transaction_migration_is_reported_at_the_end(conn, migrations_dir) -> None:
-    """Without a transaction there is no moment to check before its row; the end of the run reports it."""
-    write_sql(migrations_dir, "1000_unlocks", "SELECT pg_advisory_unlock_all();", header="-- pgm:no-transaction\n")
-    with pytest.raises(LockError, match="not held any more at the end of the run"):
+@pytest.mark.parametrize("unlock", ["SELECT pg_advisory_unlock_all()", "SELECT pg_advisory_unlock(7241865325823964)"])
+def test_lock_released_by_a_no_transaction_migration_is_caught_before_its_row(conn, migrations_dir, unlock) -> None:
+    """The lock is checked with a no-transaction migration's row: one that let it go is not recorded, and the
+    run stops there, saying its statements stay applied."""
+    write_sql(migrations_dir, "1000_unlocks", f"CREATE TABLE unlocked (id int);\n{unlock};", header=NO_TX)
+    create_table_migration(migrations_dir, "2000_after", "after")
+    with pytest.raises(MigrationFailedError, match=r"no longer held by this session .* when recording it") as caught:
         Engine(conn, migrations_dir).up()
+    assert "its statements stay applied and it is not recorded" in str(caught.value)
+    assert caught.value.migration == "1000_unlocks"
+    assert applied_names(conn) == [] and table_exists(conn, "unlocked") and not table_exists(conn, "after")
+
+
+NO_TX = "-- pgm:no-transaction\n"
 
 
 def test_reading_the_plan_changes_nothing(conn, migrations_dir) -> None:

@@ -17,12 +17,12 @@ import pytest
 from psycopg2 import sql
 
 from lambda_db_setup import lock, tracking
-from lambda_db_setup.builder import MigrationBuilder
 from lambda_db_setup.discovery import parse_file_name
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import MigrationFailedError, MigrationFileError
 from lambda_db_setup.execute import Executor
 from lambda_db_setup.options import EngineOptions
+from lambda_db_setup.prepare import Prepared
 from lambda_db_setup.session import open_session
 from tests import safety
 from tests.helpers import applied_names, create_table_migration, table_exists, write_py, write_sql
@@ -79,9 +79,9 @@ def test_each_transactional_migration_is_one_round_trip(counted, conn, migration
         'pgm.create_index("several", "note")\npgm.sql("COMMENT ON TABLE several IS \'100% sure\'")',
     )
     Engine(counted, migrations_dir).up()
-    # settings, lock, read pgmigrations, create it, the progress sequence; then the migrations, and the release
-    opening = CountingCursor.sent[:5]
-    assert opening[-1].startswith("CREATE TEMPORARY SEQUENCE IF NOT EXISTS lambda_db_setup_progress")
+    # settings, lock, read pgmigrations, create it; then the migrations, and the release
+    opening = CountingCursor.sent[:4]
+    assert opening[-1].startswith("CREATE TABLE IF NOT EXISTS") and "pgmigrations" in opening[-1]
     migrations = [query for query in CountingCursor.sent if query.startswith("BEGIN")]
     assert len(migrations) == 31
     assert len(CountingCursor.sent) == len(opening) + 31 + 1
@@ -94,7 +94,7 @@ def test_a_deadline_costs_no_round_trip(counted, conn, migrations_dir) -> None:
     write_sql(migrations_dir, "2000_b", "CREATE TABLE b (id int);\nCREATE TABLE b2 (id int);")
     Engine(counted, migrations_dir, EngineOptions(deadline=time.monotonic() + 600)).up()
     assert len([query for query in CountingCursor.sent if query.startswith("BEGIN")]) == 2
-    assert len(CountingCursor.sent) == 8
+    assert len(CountingCursor.sent) == 7
     assert applied_names(conn) == ["1000_a", "2000_b"] and table_exists(conn, "b2")
 
 
@@ -150,14 +150,15 @@ def test_statements_join_into_one_round_trip_whatever_they_end_with(conn, migrat
 @pytest.mark.parametrize(
     "statement", ["CREATE TABLE joined (id int); /* never closed", "SELECT 'never closed", "SELECT $x$ never closed"]
 )
-def test_sql_that_would_swallow_the_commit_fails_and_records_nothing(conn, migrations_dir, statement) -> None:
-    """The server parses the whole query string first: nothing runs, and the error names the statement."""
+def test_sql_that_would_swallow_the_commit_is_refused_before_anything_runs(conn, migrations_dir, statement) -> None:
+    """Text that ends inside a quote or comment would swallow the engine's row and COMMIT: refused with its
+    file and statement before the first migration runs."""
     create_table_migration(migrations_dir, "1000_first", "first")
     write_py(migrations_dir, "2000_swallows", f'pgm.sql("CREATE TABLE second (id int)")\npgm.sql({statement!r})')
-    error = up_fails(conn, migrations_dir)
-    assert str(error).startswith("2000_swallows.py: ") and error.sqlstate == "42601"
-    assert error.statement == statement
-    assert applied_names(conn) == ["1000_first"] and user_tables(conn) == {"first"}
+    with pytest.raises(MigrationFileError, match=r"^2000_swallows\.py: statement 2 \(.*\): line 1, column \d+: a") as e:
+        Engine(conn, migrations_dir).up()
+    assert "never ends: PostgreSQL would read on into whatever is sent after it" in str(e.value)
+    assert applied_names(conn) == [] and user_tables(conn) == set()
 
 
 def test_a_failing_migration_runs_once(conn, migrations_dir) -> None:
@@ -189,9 +190,9 @@ def test_the_failing_statement_is_named_whatever_client_min_messages_says(conn, 
     assert applied_names(conn) == [] and not table_exists(conn, "quiet")
 
 
-def test_without_temporary_objects_the_failing_statement_is_not_known(database_url, conn, migrations_dir) -> None:
-    """A role without TEMPORARY on the database: no progress sequence, the run still works; a failure of a
-    multi-statement migration says it cannot tell which statement (a syntax error still can)."""
+def test_without_temporary_objects_the_failing_statement_is_still_named(database_url, conn, migrations_dir) -> None:
+    """A role without TEMPORARY on the database: the markers are advisory locks, which any role may take, so a
+    failure of a multi-statement migration still names its statement."""
     role = f"notemp_{uuid.uuid4().hex[:8]}"
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
@@ -204,7 +205,7 @@ def test_without_temporary_objects_the_failing_statement_is_not_known(database_u
         write_sql(migrations_dir, "2000_bad", "CREATE TABLE b (id int);\nSELECT 1 / 0;")
         with pytest.raises(MigrationFailedError) as caught:
             Engine(runner, migrations_dir).up()
-        assert "in: (one of its 2 statements; which one is not known)" in str(caught.value)
+        assert caught.value.statement == "SELECT 1 / 0" and caught.value.migration == "2000_bad"
         assert applied_names(conn) == ["1000_a"] and not table_exists(conn, "b")
     finally:
         runner.close()
@@ -246,15 +247,13 @@ def test_a_commit_that_slipped_past_the_checks_is_reported_not_recorded(conn, da
     """Defence in depth: `prepare` refuses COMMIT in a transactional migration; here it is bypassed, as a
     parser gap would. The transaction-level lock is gone by the row, so nothing is recorded."""
     path = write_sql(migrations_dir, "1000_commits", "SELECT 1;")
-    builder = MigrationBuilder()
-    for statement in ("CREATE TABLE before_commit (id int)", "COMMIT", "CREATE TABLE after_commit (id int)"):
-        builder.sql(statement)
+    prepared = Prepared(("CREATE TABLE before_commit (id int)", "COMMIT", "CREATE TABLE after_commit (id int)"))
     runner = psycopg2.connect(database_url)
     try:
         with open_session(runner, EngineOptions(), take_lock=True) as session:
             tracking.ensure_table(session.cursor)
             with pytest.raises(MigrationFailedError, match="a statement ended the migration's transaction") as caught:
-                Executor(session).run([(parse_file_name(path), "up", builder)])
+                Executor(session).run([(parse_file_name(path), "up", prepared)])
     finally:
         runner.close()
     assert caught.value.migration == "1000_commits" and caught.value.sqlstate == lock.TRANSACTION_ENDED
