@@ -1,7 +1,5 @@
 """Entry point of ``python -m lambda_db_setup``."""
 
-import sys
+from .cli import MODULE_PROG, run
 
-from .cli import main
-
-sys.exit(main())
+run(MODULE_PROG)

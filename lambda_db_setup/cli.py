@@ -23,10 +23,11 @@ from typing import Any
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from . import __version__, lock
+from . import __version__, interrupts, lock
 from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError, RunInterrupted
+from .interrupts import Terminated
 from .lint import format_report, lint
 from .options import EngineOptions
 from .reports import Output, attention, outcome_document, print_result, print_status, status_document, up_document
@@ -42,14 +43,14 @@ from .settings import (
 )
 from .urls import describe_target, url_secrets
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 COMMON_SETTINGS = (
     "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
 )  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
 MODULE_PROG, SCRIPT_PROG = "python -m lambda_db_setup", DISTRIBUTION  # how usage and --version name the CLI
 INTERRUPTED = (
-    "interrupted: stopped by Ctrl-C; the migrations reported applied stay applied, and nothing of the interrupted"
+    "stopped by {signal}; the migrations reported applied stay applied, and nothing of the interrupted"
     " migration was applied unless it runs outside a transaction (-- pgm:no-transaction); `status` shows where"
     " the database stands"
 )
@@ -60,7 +61,8 @@ exit codes:
        out of order; with --check also pending migrations)
   2    bad usage: a flag, environment variable or pyproject.toml setting
   3    cannot connect
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); the statement running is cancelled, what was applied is listed
+  143  terminated (SIGTERM), handled as Ctrl-C
 
 Without --database-url or DATABASE_URL the embedded PostgreSQL 16 is started (or reused), its data
 in .pgdata/. Settings: flag > environment variable > pyproject.toml [tool.lambda_db_setup] > default;
@@ -185,9 +187,9 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
             return remote.run(args, settings)
         return args.func(args, settings, out)
     except RunInterrupted as error:  # the engine knows what was applied and what was not
-        return _fail(args, out, error, EXIT_INTERRUPTED, prefix="")
-    except KeyboardInterrupt:
-        return _fail(args, out, INTERRUPTED, EXIT_INTERRUPTED, prefix="")
+        return _fail(args, out, error, EXIT_TERMINATED if error.terminated else EXIT_INTERRUPTED, prefix="")
+    except KeyboardInterrupt as stop:
+        return _stopped(args, out, stop)
     except ConfigurationError as error:
         return _fail(args, out, error, EXIT_USAGE)
     except MigrationError as error:
@@ -195,12 +197,23 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
     except psycopg2.OperationalError as error:
         return _fail(args, out, error, EXIT_CONNECT, prefix="error: cannot connect: ")
     except psycopg2.Error as error:
+        if stop := interrupts.cancelled_by_us(error):  # a signal cancelled a query outside a migration
+            return _stopped(args, out, stop)
         return _fail(args, out, error, EXIT_FAILED, prefix="error: database error: ")
 
 
-def run() -> None:
-    """The console script's entry point (``[project.scripts] lambda-db-setup = "lambda_db_setup.cli:run"``)."""
-    sys.exit(main(prog=SCRIPT_PROG))
+def run(prog: str = SCRIPT_PROG) -> None:
+    """The console script's entry point (``[project.scripts] lambda-db-setup = "lambda_db_setup.cli:run"``):
+    Ctrl-C and SIGTERM cancel the statement running (`interrupts`)."""
+    interrupts.install()
+    sys.exit(main(prog=prog))
+
+
+def _stopped(args: argparse.Namespace, out: Output, stop: KeyboardInterrupt) -> int:
+    """A signal outside a run of migrations (while connecting, waiting for the lock, reading the plan)."""
+    if isinstance(stop, Terminated):
+        return _fail(args, out, "terminated: " + INTERRUPTED.format(signal="SIGTERM"), EXIT_TERMINATED, prefix="")
+    return _fail(args, out, "interrupted: " + INTERRUPTED.format(signal="Ctrl-C"), EXIT_INTERRUPTED, prefix="")
 
 
 class _Version(argparse.Action):

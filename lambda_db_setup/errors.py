@@ -120,19 +120,29 @@ class DataLossError(MigrationError):
 
 
 class RunInterrupted(MigrationError):
-    """Ctrl-C stopped a run: ``applied`` were done (``verb``: applied, reverted, run) before it; ``interrupted``
-    was rolled back (None: Ctrl-C came between migrations). The lock was released with the session."""
+    """Ctrl-C (or SIGTERM: ``terminated``) stopped a run: ``applied`` were done (``verb``: applied, reverted, run)
+    before it; ``interrupted`` was rolled back (None: the signal came between migrations). The lock was released
+    and asynchronous commits flushed."""
 
     def __init__(
-        self, *, applied: list[str], interrupted: str | None, verb: str = "applied", partial: bool = False
+        self,
+        *,
+        applied: list[str],
+        interrupted: str | None,
+        verb: str = "applied",
+        partial: bool = False,
+        terminated: bool = False,
     ) -> None:
         done = f"{len(applied)} migration(s) {verb} ({', '.join(applied)})" if applied else f"no migration {verb}"
+        signal = "SIGTERM" if terminated else "Ctrl-C"
         left = f"; {interrupted} was not {verb}" if interrupted else ""
         if partial:
-            left += " (it runs without a transaction: what its statements did before Ctrl-C stays; not recorded)"
-        super().__init__(f"interrupted: {done}{left}", migration=interrupted)
+            left += f" (it runs without a transaction: what its statements did before {signal} stays; not recorded)"
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        super().__init__(f"{what}: {done}{left}", migration=interrupted)
         self.applied = applied
         self.interrupted = interrupted
+        self.terminated = terminated
 
 
 class LintError(MigrationError):

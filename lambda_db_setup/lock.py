@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import cursor as Cursor
 
+from . import interrupts
 from .errors import LockError
 from .progress import SILENT, Progress
 from .settings import APPLICATION_NAME
@@ -107,7 +108,12 @@ def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5, p
     next_report = started
     while True:
         cursor.execute(TRY_LOCK, _PARAMS)
-        if cursor.fetchone()[0]:
+        taken = cursor.fetchone()[0]
+        if stop := interrupts.take():  # a signal during the poll: stop (without the lock)
+            if taken:
+                release(cursor)
+            raise stop
+        if taken:
             return
         now = time.monotonic()
         if progress is not SILENT and now >= next_report:
