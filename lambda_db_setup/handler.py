@@ -109,9 +109,10 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
         return {"PhysicalResourceId": request.physical_resource_id}
     if is_rollback(event):
-        logger.info(
-            "rollback update: nothing to do, the schema stays (migrations are never undone automatically);"
-            " the database is not contacted, so a held lock or a database that is down cannot fail the rollback",
+        logger.warning(  # the schema stays ahead of the code being restored: alarms and filters must see it
+            "rollback update: the schema stays ahead of the code being restored (migrations are never undone"
+            " automatically); the database is not contacted, so a held lock or a database that is down cannot"
+            " fail the rollback",
             extra={
                 "request_type": request.request_type,
                 "trigger": event["ResourceProperties"][TRIGGER],
