@@ -14,13 +14,14 @@ from constructs import Construct, Node
 from infra.database import ADMIN_USERNAME, ENGINES, AppSecretRotation, Database, DatabaseSettings
 from infra.monitoring import MigrationAlarm
 from infra.network import Network
-from lambda_db_setup import roles
-from lambda_db_setup.cdk import TRIGGERS, AppUser, DatabaseMigrations
+from lambda_db_setup.cdk import DDL, TRIGGERS, WRITE, AppGroup, AppUser, DatabaseMigrations
 from lambda_db_setup.settings import BY_NAME, LOG_LEVELS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"  # this project's own migrations
 STAGES = "stages"  # context: stage name -> the settings that stage changes
-USER_GROUPS = {"app_rw": roles.READWRITE, "app_tc": roles.TABLECREATOR}
+# This stack's application roles (the construct has no fixed ones): DML, and DML plus CREATE, on public.
+APP_GROUPS = (AppGroup("readwrite", WRITE), AppGroup("tablecreator", DDL))
+USER_GROUPS = {"app_rw": "readwrite", "app_tc": "tablecreator"}
 
 # CloudWatch Logs accepts only these retention periods.
 RETENTION_DAYS = {
@@ -161,6 +162,7 @@ class DbMigrationsStack(Stack):
             vpc_subnets=self.network.subnets,
             target=self.database.proxy,
             admin_secret=self.database.admin_secret,
+            app_groups=APP_GROUPS,
             app_users=[AppUser(user, secret, USER_GROUPS[user]) for user, secret in self.database.app_secrets.items()],
             migrations_dir=MIGRATIONS_DIR,
             secrets_manager_endpoint=self.network.secrets_manager_endpoint,

@@ -106,13 +106,21 @@ def admin_login(secret: Secret) -> AdminLogin:
     )
 
 
-def user_login(secret: Secret) -> UserLogin:
-    """An application user's login from a secret holding ``{"username": ..., "password": ...}``."""
-    _require_keys(secret.document, ("username", "password"), secret.where)
-    return UserLogin(
-        username=_text(secret.document, "username", secret.where),
-        password=_text(secret.document, "password", secret.where),
-    )
+def user_login(secret: Secret, name: str) -> UserLogin:
+    """The login of the application user declared as ``name``, its password from ``{"password": ...}``.
+
+    The declared name is the login (see `rolespec`); a ``username`` in the secret must be the same, or the
+    application reading the secret would log in as a role that was never granted anything.
+    """
+    _require_keys(secret.document, ("password",), secret.where)
+    if "username" in secret.document:
+        username = _text(secret.document, "username", secret.where)
+        if username != name:
+            raise SecretError(
+                f"{secret.where}: 'username' is {username!r} but the user is declared as {name!r}; the declared"
+                " name is the login: make the secret's username the same (or leave it out)"
+            )
+    return UserLogin(username=name, password=_text(secret.document, "password", secret.where))
 
 
 def _read_batch(client: Any, ids: list[str], where: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -3,10 +3,11 @@
 ``on_event`` starts a Create or Update: it applies the pending migrations that fit in its time and passes
 on how many were applied before it (the framework merges on_event's result into the event it polls
 ``is_complete`` with). ``is_complete`` applies whatever is left, within its own time, then ensures the
-application roles and users and returns ``Data``. Until then it answers ``IsComplete: false`` and the
-framework polls again, so a long series of migrations spans several invocations up to the Provider's
-total timeout. The framework ignores ``IsComplete`` from on_event and rejects ``Data`` with
-``IsComplete: false``, so on_event returns neither, and Data comes only with completion.
+application roles and users the resource declares (`rolespec`; none: roles are left alone) and returns
+``Data``. Until then it answers ``IsComplete: false`` and the framework polls again, so a long series
+of migrations spans several invocations up to the Provider's total timeout. The framework ignores
+``IsComplete`` from on_event and rejects ``Data`` with ``IsComplete: false``, so on_event returns
+neither, and Data comes only with completion.
 
 Delete does nothing: the schema is not this resource's to remove, and a stack delete must never wait
 on, or fail because of, the database. Nor does a rollback Update (see `is_rollback`): the schema is never
@@ -37,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import credentials, operator, reason, roles
+from . import credentials, operator, reason, roles, rolespec
 from .connect import connect
 from .engine import Engine
-from .errors import EventError, LintRefusedError, MigrationError
+from .errors import ConfigurationError, EventError, LintRefusedError, MigrationError
 from .lint import LintReport, format_report, lint
 from .options import EngineOptions
 from .results import MigrationOutcome, RunResult
@@ -85,6 +86,7 @@ class Invocation:
     applied_before: int | None  # is_complete: what the database had when on_event began
     ensure_roles: bool
     lint_first: bool
+    declared: rolespec.Declaration  # the application roles in the resource's properties
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,9 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         return {"PhysicalResourceId": request.physical_resource_id, APPLIED_BEFORE: 0}
     started = time.time()
-    progress = _migrate(request, context, Invocation("on_event", started, None, ensure_roles=False, lint_first=True))
+    declared = rolespec.from_properties(event.get("ResourceProperties") or {})
+    invocation = Invocation("on_event", started, None, ensure_roles=False, lint_first=True, declared=declared)
+    progress = _migrate(request, context, invocation)
     return {
         "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
         APPLIED_BEFORE: progress.applied_before,
@@ -141,7 +145,10 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
     applied_before, started = (
         _handed_on(event, key, kind) for key, kind in ((APPLIED_BEFORE, int), (RUN_STARTED, float))
     )
-    invocation = Invocation("is_complete", started, int(applied_before), ensure_roles=True, lint_first=False)
+    declared = rolespec.from_properties(event.get("ResourceProperties") or {})
+    invocation = Invocation(
+        "is_complete", started, int(applied_before), ensure_roles=True, lint_first=False, declared=declared
+    )
     progress = _migrate(request, context, invocation)
     if not progress.complete:
         return {"IsComplete": False}
@@ -259,7 +266,7 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
     settings = Settings.from_env()
     budget = _budget_deadline(settings, invocation.started)
     work_deadline = min(deadline, budget)
-    admin, users = _read_logins(settings)
+    admin, users = _read_logins(settings, invocation.declared)
 
     def on_migration(outcome: MigrationOutcome) -> None:
         on_ran(outcome)
@@ -292,7 +299,7 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
             )
         complete = not result.pending
         if complete and invocation.ensure_roles:
-            complete = _ensure_roles(conn, users, work_deadline)
+            complete = _ensure_roles(conn, invocation.declared, users, work_deadline)
     if not complete and budget - time.monotonic() < EngineOptions.start_margin_seconds:
         raise _budget_spent(settings, result, invocation)
     return result, complete
@@ -323,18 +330,33 @@ def _budget_spent(settings: Settings, result: RunResult, invocation: Invocation)
     )
 
 
-def _read_logins(settings: Settings) -> tuple[credentials.AdminLogin, list[roles.AppUser]]:
-    """The admin and app users' logins, all three secrets in one Secrets Manager call.
+def _read_logins(
+    settings: Settings, declared: rolespec.Declaration
+) -> tuple[credentials.AdminLogin, list[roles.AppUser]]:
+    """The admin's and the declared users' logins, in one Secrets Manager call (no user secret if none declared).
 
-    Read at the start of every run, the app secrets too: a broken one fails the deploy before the schema changes.
+    Read at the start of every run, the users' too: a broken one fails the deploy before the schema changes.
     """
-    user_settings = (("app_rw_secret_arn", roles.READWRITE), ("app_tc_secret_arn", roles.TABLECREATOR))
-    names = ("admin_secret_arn", *(name for name, _ in user_settings))
-    client = credentials.secrets_client()
-    secrets = credentials.read_secrets(client, {BY_NAME[name].env: getattr(settings, name) for name in names})
-    admin = credentials.admin_login(secrets[BY_NAME["admin_secret_arn"].env])
-    users = [roles.AppUser(credentials.user_login(secrets[BY_NAME[name].env]), group) for name, group in user_settings]
+    admin_variable = BY_NAME["admin_secret_arn"].env
+    arns = {admin_variable: settings.admin_secret_arn} | {_user_label(u.name): u.secret_arn for u in declared.users}
+    secrets = credentials.read_secrets(credentials.secrets_client(), arns)
+    admin = credentials.admin_login(secrets[admin_variable])
+    for name in [group.name for group in declared.groups] + [user.name for user in declared.users]:
+        if name == admin.username:
+            raise ConfigurationError(
+                f"application role {name!r} is the admin ({admin_variable}'s username); the run would change the"
+                " admin's login or password: declare another name"
+            )
+    users = [
+        roles.AppUser(credentials.user_login(secrets[_user_label(user.name)], user.name), user.group)
+        for user in declared.users
+    ]
     return admin, users
+
+
+def _user_label(name: str) -> str:
+    """How errors about a user's secret start: ``app user NAME: secret ARN ...``."""
+    return f"app user {name}"
 
 
 def _engine_options(settings: Settings, deadline: float) -> EngineOptions:
@@ -378,17 +400,35 @@ def _refusal(report: LintReport) -> LintRefusedError:
     )
 
 
-def _ensure_roles(conn: Any, users: list[roles.AppUser], deadline: float) -> bool:
-    """Ensure roles and users if there is time for it; False leaves them to the next poll."""
+def _ensure_roles(conn: Any, declared: rolespec.Declaration, users: list[roles.AppUser], deadline: float) -> bool:
+    """Ensure the declared roles if there is time for it; False leaves them to the next poll.
+
+    Nothing declared: no role is touched; roles this tool still marks as managed here are only reported.
+    """
+    if not declared:
+        leftover = roles.undeclared_roles(conn)
+        if leftover:
+            logger.warning(
+                "no application roles are declared, but roles marked as managed for this database remain; left as"
+                " they are (LOGIN and grants included): declare them again to manage them, or drop them",
+                extra={"undeclared_roles": leftover, "outcome": "roles"},
+            )
+        return True
     if deadline - time.monotonic() < ROLES_MIN_SECONDS:
         logger.info("migrations done; application roles left for the next poll (not enough time left)")
         return False
-    report = roles.ensure_roles(conn, users)
+    report = roles.ensure_roles(conn, declared.groups, users)
     logger.info("application roles ensured", extra={"changes": report.changes, "outcome": "roles"})
     if report.not_granted:
         logger.warning(
             "objects owned by another role were not granted to the application roles",
             extra={"not_granted": report.not_granted},
+        )
+    if report.unmanaged:
+        logger.warning(
+            "roles not declared (made by hand, or before roles were marked) are members of declared groups; left as"
+            " they are: declare them to manage them, or revoke their membership",
+            extra={"unmanaged": report.unmanaged},
         )
     return True
 

@@ -1,16 +1,21 @@
-"""The application's roles and login users, ensured after migrating: what the other Lambdas connect as.
+"""The declared application roles and login users, ensured after migrating: what the other Lambdas connect as.
 
-Two NOLOGIN group roles hold the privileges: ``readwrite`` (CONNECT, USAGE on the schema, DML on every
-table and sequence now and by default later) and ``tablecreator`` (the same plus CREATE on the schema).
-Each login user is a member of one group and gets its password from its own secret. Everything runs in
-one transaction; attributes, memberships and passwords are changed only where they differ, so a rerun
-changes nothing, and a rotated password is applied on the next run. Passwords travel as verifiers made
-client-side, never as plaintext SQL that a statement log could keep.
+Each declared group (`rolespec.AppGroup`) is a NOLOGIN role holding CONNECT, and on each of its schemas the
+privileges of its level, on every table and sequence now and, by default privileges, on those the admin
+creates later. Each login user is a member of one group and gets its password from its own secret.
+Everything runs in one transaction; attributes, memberships and passwords change only where they differ, so
+a rerun changes nothing, and a rotated password is applied on the next run. Passwords travel as verifiers
+made client-side, never as plaintext SQL that a statement log could keep.
+
+Every role the run manages carries a mark (`rolemarks`) saying, per database, what it was declared as.
+With it the run takes back what a group no longer declares (a lower level, a schema dropped) and retires
+a group or user dropped from the declaration: a group loses its privileges here, a user its memberships
+and, unless another database still declares it, LOGIN. Roles are kept: they may own objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg2
@@ -20,65 +25,67 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extensions import encrypt_password
 
-from . import passwords, tracking
+from . import passwords, rolemarks, tracking
 from .credentials import UserLogin
 from .errors import RolesError, pg_message
 from .lock import LOCK_ID
+from .rolemarks import Marks
+from .rolespec import DDL, READ, WRITE, AppGroup
 
-READWRITE = "readwrite"
-TABLECREATOR = "tablecreator"
-SCHEMA = "public"
-TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
-SEQUENCE_PRIVILEGES = sql.SQL("USAGE, SELECT")
 # Serialises concurrent runs: two GRANTs on one catalog row at once fail with "tuple concurrently updated".
 ROLES_LOCK_ID = LOCK_ID + 1
 
 
 @dataclass(frozen=True)
-class GroupRole:
-    """A NOLOGIN role holding privileges; ``can_create`` adds CREATE on the schema."""
+class Level:
+    """The privileges of one level on a schema, on its tables and on its sequences."""
 
-    name: str
-    can_create: bool
+    schema: tuple[str, ...]
+    tables: tuple[str, ...]
+    sequences: tuple[str, ...]
+
+    def minus(self, other: Level) -> Level:
+        """What this level grants beyond ``other``: what going from this one to ``other`` must revoke."""
+        return Level(*(tuple(p for p in mine if p not in theirs) for mine, theirs in zip(self, other, strict=True)))
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return iter((self.schema, self.tables, self.sequences))
+
+
+NOTHING = Level((), (), ())
+LEVELS = {
+    READ: Level(("USAGE",), ("SELECT",), ("SELECT",)),
+    WRITE: Level(("USAGE",), ("SELECT", "INSERT", "UPDATE", "DELETE"), ("USAGE", "SELECT")),
+    DDL: Level(("USAGE", "CREATE"), ("SELECT", "INSERT", "UPDATE", "DELETE"), ("USAGE", "SELECT")),
+}
 
 
 @dataclass(frozen=True)
 class AppUser:
-    """A login user and the group role it is a member of."""
+    """A login user (its login read from its secret) and the group role it is a member of."""
 
     login: UserLogin
     group: str
 
 
-GROUPS = (GroupRole(READWRITE, can_create=False), GroupRole(TABLECREATOR, can_create=True))
-
-
 @dataclass(frozen=True)
 class RolesReport:
-    """What a run changed (no passwords in it), and the objects it could not grant on."""
+    """What a run changed (no passwords in it), the objects (``schema.name``) it could not grant on, and the
+    members of declared groups it does not manage (made by hand, or before marks existed): left as they are."""
 
     changes: list[str]
     not_granted: list[str]
+    unmanaged: list[str]
 
 
-def ensure_roles(
-    conn: Connection, users: Sequence[AppUser], groups: Sequence[GroupRole] = GROUPS, schema: str = SCHEMA
-) -> RolesReport:
-    """Make roles, users and privileges what they should be, in one transaction."""
+def ensure_roles(conn: Connection, groups: Sequence[AppGroup], users: Sequence[AppUser]) -> RolesReport:
+    """Make roles, users and privileges what the declaration says, in one transaction."""
     conn.autocommit = True
     with conn.cursor() as cursor:
         cursor.execute("BEGIN")
         try:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK_ID,))
-            changes: list[str] = []
-            for group in groups:
-                changes += _ensure_role(cursor, group.name, login=False)
-            not_granted = _grant_group_privileges(cursor, groups, schema)
-            can_read_verifiers = _can_read_verifiers(cursor)
-            for user in users:
-                changes += _ensure_role(cursor, user.login.username, login=True)
-                changes += _ensure_membership(cursor, user)
-                changes += _ensure_password(cursor, conn, user.login, can_read_verifiers)
+            report = _apply(cursor, conn, groups, users)
             cursor.execute("COMMIT")
         except psycopg2.Error as error:
             cursor.execute("ROLLBACK")
@@ -86,7 +93,208 @@ def ensure_roles(
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
-    return RolesReport(changes=changes, not_granted=not_granted)
+    return report
+
+
+def undeclared_roles(conn: Connection) -> list[str]:
+    """Roles still marked as managed for this database: with nothing declared, the run only reports them."""
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        database = cursor.fetchone()[0]
+        return sorted(name for name, entries in rolemarks.read(cursor).entries.items() if database in entries)
+
+
+def _apply(cursor: Cursor, conn: Connection, groups: Sequence[AppGroup], users: Sequence[AppUser]) -> RolesReport:
+    cursor.execute("SELECT current_database(), current_user")
+    database, admin = cursor.fetchone()
+    _refuse_admin(admin, [group.name for group in groups] + [user.login.username for user in users])
+    _require_schemas(cursor, groups, database)
+    marks = rolemarks.read(cursor)
+    managed = {group.name for group in groups} | marks.names(database, rolemarks.GROUP)
+    objects = _Objects(cursor)
+    changes: list[str] = []
+    for group in groups:
+        changes += _ensure_role(cursor, group.name, login=False)
+        changes += _take_back(cursor, objects, group, marks.entry(group.name, database))
+        _grant(cursor, objects, group, database)
+    can_read_verifiers = _can_read_verifiers(cursor)
+    for user in users:
+        changes += _ensure_role(cursor, user.login.username, login=True)
+        changes += _ensure_membership(cursor, user, managed - marks.groups_elsewhere(user.login.username, database))
+        changes += _ensure_password(cursor, conn, user.login, can_read_verifiers)
+    declared = {group.name for group in groups} | {user.login.username for user in users}
+    changes += _retire(cursor, objects, marks, database, declared, managed)
+    rolemarks.write(cursor, marks, database, groups, [(user.login.username, user.group) for user in users])
+    unmanaged = _members(cursor, {group.name for group in groups}) - declared - set(marks.entries)
+    return RolesReport(changes=changes, not_granted=objects.not_granted, unmanaged=sorted(unmanaged))
+
+
+def _refuse_admin(admin: str, names: list[str]) -> None:
+    """A declared role named as the admin would take the admin's password from an app secret, or lose LOGIN."""
+    if admin in names:
+        raise RolesError(f"application roles not applied: {admin!r} is the admin user running them; declare another")
+
+
+def _require_schemas(cursor: Cursor, groups: Sequence[AppGroup], database: str) -> None:
+    """Schemas are the migrations' to create; a group naming one that does not exist fails, naming both."""
+    wanted = sorted({schema for group in groups for schema in group.schemas})
+    cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (wanted,))
+    present = {row[0] for row in cursor.fetchall()}
+    for group in groups:
+        for schema in group.schemas:
+            if schema not in present:
+                raise RolesError(
+                    f"application roles not applied: group {group.name!r} names schema {schema!r}, which does not"
+                    f" exist in database {database!r}: create it in a migration"
+                )
+
+
+class _Objects:
+    """The tables and sequences of each schema the admin can grant on, looked up once per run."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        self._by_schema: dict[str, tuple[list[str], list[str]]] = {}
+        self.not_granted: list[str] = []
+        self.history_grantable = False  # the migration history table exists and the admin can grant on it
+
+    def of(self, schema: str) -> tuple[list[str], list[str]]:
+        """(tables and views, sequences) of ``schema``, the migration history left out."""
+        if schema not in self._by_schema:
+            tables, sequences, not_granted = _grantable_objects(self._cursor, schema)
+            if schema == tracking.SCHEMA and tracking.TABLE in tables:
+                tables.remove(tracking.TABLE)  # the application may not rewrite the migration history
+                self.history_grantable = True
+            self._by_schema[schema] = (tables, sequences)
+            self.not_granted += [f"{schema}.{name}" for name in not_granted]
+        return self._by_schema[schema]
+
+
+def _grantable_objects(cursor: Cursor, schema: str) -> tuple[list[str], list[str], list[str]]:
+    """Tables (and views) and sequences of ``schema`` the current user can grant on, and those it cannot.
+
+    Granted one by one rather than ``ON ALL TABLES IN SCHEMA``: that form fails on the first object the
+    admin neither owns nor holds with grant option (on RDS the admin is no superuser, so every table a
+    ``ddl`` user creates is one), and would fail every later deploy.
+    """
+    cursor.execute(
+        """
+        SELECT c.relname, c.relkind = 'S',
+               CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE WITH GRANT OPTION')
+                    ELSE has_table_privilege(c.oid, 'SELECT WITH GRANT OPTION') END
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+        ORDER BY c.relname
+        """,
+        (schema,),
+    )
+    tables, sequences, not_granted = [], [], []
+    for name, is_sequence, grantable in cursor.fetchall():
+        if not grantable:
+            not_granted.append(name)
+        else:
+            (sequences if is_sequence else tables).append(name)
+    return tables, sequences, not_granted
+
+
+def _grant(cursor: Cursor, objects: _Objects, group: AppGroup, database: str) -> None:
+    """Grant the group's level on each of its schemas (a GRANT already held changes nothing), in one round trip."""
+    role = sql.Identifier(group.name)
+    statements = [sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), role)]
+    for schema in group.schemas:
+        statements += _privilege_statements(objects, schema, LEVELS[group.privilege], role, grant=True)
+    if tracking.SCHEMA in group.schemas and objects.history_grantable:  # a JavaScript-era grant is taken back too
+        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(tracking.QUALIFIED, role))
+    cursor.execute(sql.SQL("; ").join(statements))
+
+
+def _privilege_statements(
+    objects: _Objects, schema: str, level: Level, role: sql.Identifier, *, grant: bool
+) -> list[sql.Composable]:
+    """GRANT (or REVOKE) ``level`` on ``schema``, its grantable objects and the admin's default privileges."""
+    namespace = sql.Identifier(schema)
+    verb, preposition = (sql.SQL("GRANT"), sql.SQL("TO")) if grant else (sql.SQL("REVOKE"), sql.SQL("FROM"))
+    tables, sequences = objects.of(schema)
+    statements: list[sql.Composable] = []
+    if level.schema:
+        statements.append(
+            sql.SQL("{} {} ON SCHEMA {} {} {}").format(verb, _words(level.schema), namespace, preposition, role)
+        )
+    for words, kind, names in ((level.tables, "TABLE", tables), (level.sequences, "SEQUENCE", sequences)):
+        if not words:
+            continue
+        default = sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} {} {} ON {}S {} {}")
+        statements.append(default.format(namespace, verb, _words(words), sql.SQL(kind), preposition, role))
+        if names:
+            listed = sql.SQL(", ").join(sql.Identifier(schema, name) for name in names)
+            statements.append(
+                sql.SQL("{} {} ON {} {} {} {}").format(verb, _words(words), sql.SQL(kind), listed, preposition, role)
+            )
+    return statements
+
+
+def _words(privileges: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL(privilege) for privilege in privileges)  # from LEVELS only, never input
+
+
+def _take_back(cursor: Cursor, objects: _Objects, group: AppGroup, previous: dict | None) -> list[str]:
+    """Revoke what the group's previous declaration granted and this one does not (a level down, a schema gone)."""
+    if not previous or previous.get("kind") != rolemarks.GROUP or previous.get("privilege") not in LEVELS:
+        return []  # never declared here (or before marks existed): nothing known to take back
+    role = sql.Identifier(group.name)
+    cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(previous.get("schemas", [])),))
+    existing = sorted(row[0] for row in cursor.fetchall())
+    statements: list[sql.Composable] = []
+    changes = []
+    for schema in existing:
+        now = LEVELS[group.privilege] if schema in group.schemas else NOTHING
+        excess = LEVELS[previous["privilege"]].minus(now)
+        if any(excess):
+            statements += _privilege_statements(objects, schema, excess, role, grant=False)
+            now_name = group.privilege if schema in group.schemas else "nothing"
+            changes.append(f"revoked {previous['privilege']} of {group.name} on schema {schema} down to {now_name}")
+    if statements:
+        cursor.execute(sql.SQL("; ").join(statements))
+    return changes
+
+
+def _retire(
+    cursor: Cursor, objects: _Objects, marks: Marks, database: str, declared: set[str], managed: set[str]
+) -> list[str]:
+    """Groups and users marked for this database but declared no more: privileges, memberships, LOGIN taken."""
+    changes = []
+    retiring = sorted(marks.for_database(database), key=lambda item: (item[1].get("kind") != rolemarks.GROUP, item[0]))
+    for name, entry in retiring:
+        if name in declared:
+            continue
+        if entry.get("kind") == rolemarks.GROUP:
+            stand_in = AppGroup(name, READ, ())  # declared with no schemas: everything it had is taken back
+            _take_back(cursor, objects, stand_in, entry)
+            cursor.execute(
+                sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(database), sql.Identifier(name))
+            )
+            changes.append(f"retired group {name}: its privileges in this database revoked; the role is kept")
+        else:
+            kept = marks.groups_elsewhere(name, database)
+            changes += _retire_user(cursor, name, managed - kept, marks.declared_elsewhere(name, database))
+    return changes
+
+
+def _retire_user(cursor: Cursor, name: str, groups: set[str], elsewhere: bool) -> list[str]:
+    """Out of ``groups``; NOLOGIN unless another database still declares it (LOGIN is server-wide)."""
+    current = _memberships(cursor, name, groups)
+    done = [f"revoked {group}" for group in current]
+    for group in current:
+        cursor.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name)))
+    cursor.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (name,))
+    can_login = cursor.fetchone()[0]
+    if elsewhere:
+        done.append("LOGIN kept, as another database declares it")
+    elif can_login:
+        cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        done.append("made NOLOGIN")
+    return [f"retired user {name}: {', '.join(done) or 'nothing left to revoke'}; the role is kept"]
 
 
 def _ensure_role(cursor: Cursor, name: str, *, login: bool) -> list[str]:
@@ -112,82 +320,39 @@ def _ensure_role(cursor: Cursor, name: str, *, login: bool) -> list[str]:
     return []
 
 
-def _grant_group_privileges(cursor: Cursor, groups: Sequence[GroupRole], schema: str) -> list[str]:
-    """Grant the groups' privileges (a GRANT already held changes nothing); return what could not be granted.
-
-    Tables and sequences are granted one by one rather than ``ON ALL TABLES IN SCHEMA``: that form fails
-    on the first object the admin neither owns nor holds with grant option (on RDS the admin is no
-    superuser, so every table ``app_tc`` creates is one), and would fail every later deploy.
-    """
-    everyone = sql.SQL(", ").join(sql.Identifier(group.name) for group in groups)
-    creators = [sql.Identifier(group.name) for group in groups if group.can_create]
-    namespace = sql.Identifier(schema)
-    tables, sequences, not_granted = _grantable_objects(cursor, schema)
-    cursor.execute("SELECT current_database()")
-    statements = [
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(cursor.fetchone()[0]), everyone),
-        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(namespace, everyone),
-        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT {} ON TABLES TO {}").format(
-            namespace, TABLE_PRIVILEGES, everyone
-        ),
-        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT {} ON SEQUENCES TO {}").format(
-            namespace, SEQUENCE_PRIVILEGES, everyone
-        ),
-    ]
-    if creators:
-        statements.append(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(namespace, sql.SQL(", ").join(creators)))
-    if tables:
-        statements.append(
-            sql.SQL("GRANT {} ON TABLE {} TO {}").format(TABLE_PRIVILEGES, _names(schema, tables), everyone)
-        )
-    if sequences:
-        statements.append(
-            sql.SQL("GRANT {} ON SEQUENCE {} TO {}").format(SEQUENCE_PRIVILEGES, _names(schema, sequences), everyone)
-        )
-    if tracking.TABLE in tables and schema == tracking.SCHEMA:
-        # the application may not rewrite the migration history (a JavaScript-era grant is taken back too)
-        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(tracking.QUALIFIED, everyone))
-    for statement in statements:
-        cursor.execute(statement)
-    return not_granted
-
-
-def _grantable_objects(cursor: Cursor, schema: str) -> tuple[list[str], list[str], list[str]]:
-    """Tables (and views) and sequences of ``schema`` the current user can grant on, and those it cannot."""
+def _members(cursor: Cursor, groups: set[str]) -> set[str]:
+    """Every direct member of ``groups``."""
     cursor.execute(
-        """
-        SELECT c.relname, c.relkind = 'S',
-               CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE WITH GRANT OPTION')
-                    ELSE has_table_privilege(c.oid, 'SELECT WITH GRANT OPTION') END
-        FROM pg_class c
-        WHERE c.relnamespace = to_regnamespace(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-        ORDER BY c.relname
-        """,
-        (schema,),
+        "SELECT u.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = ANY(%s)",
+        (sorted(groups),),
     )
-    tables, sequences, not_granted = [], [], []
-    for name, is_sequence, grantable in cursor.fetchall():
-        if not grantable:
-            not_granted.append(name)
-        else:
-            (sequences if is_sequence else tables).append(name)
-    return tables, sequences, not_granted
+    return {row[0] for row in cursor.fetchall()}
 
 
-def _names(schema: str, names: list[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(schema, name) for name in names)
-
-
-def _ensure_membership(cursor: Cursor, user: AppUser) -> list[str]:
+def _memberships(cursor: Cursor, user: str, groups: set[str]) -> list[str]:
+    """The roles among ``groups`` that ``user`` is a direct member of."""
     cursor.execute(
-        "SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
-        " WHERE g.rolname = %s AND u.rolname = %s",
-        (user.group, user.login.username),
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND g.rolname = ANY(%s) ORDER BY 1",
+        (user, sorted(groups)),
     )
-    if cursor.fetchone():
-        return []
-    cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(user.group), sql.Identifier(user.login.username)))
-    return [f"granted {user.group} to {user.login.username}"]
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _ensure_membership(cursor: Cursor, user: AppUser, managed: set[str]) -> list[str]:
+    """Member of its group, and of no other managed group (a user moved to another group leaves the old one)."""
+    name = user.login.username
+    current = _memberships(cursor, name, managed | {user.group})
+    changes = []
+    if user.group not in current:
+        cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(user.group), sql.Identifier(name)))
+        changes.append(f"granted {user.group} to {name}")
+    for group in current:
+        if group != user.group:
+            cursor.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name)))
+            changes.append(f"revoked {group} from {name}")
+    return changes
 
 
 def _can_read_verifiers(cursor: Cursor) -> bool:

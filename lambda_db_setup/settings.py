@@ -103,14 +103,6 @@ SETTINGS: tuple[Setting, ...] = (
         env="DB_SECRET_ARN",
     ),
     Setting(
-        "app_rw_secret_arn", str, None, "the `app_rw` user's secret; the Lambda requires it",
-        env="APP_RW_SECRET_ARN",
-    ),
-    Setting(
-        "app_tc_secret_arn", str, None, "the `app_tc` user's secret; the Lambda requires it",
-        env="APP_TC_SECRET_ARN",
-    ),
-    Setting(
         "proxy_endpoint", str, None, "where the Lambda connects (`host` or `host:port`); unset: the secret's host",
         env="DB_PROXY_ENDPOINT",
     ),
@@ -175,8 +167,6 @@ class Settings:
     lint_before_apply: bool
     squawk_binary: str | None
     admin_secret_arn: str | None
-    app_rw_secret_arn: str | None
-    app_tc_secret_arn: str | None
     proxy_endpoint: str | None
     iam_auth: bool
     sslmode: str
@@ -214,9 +204,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The Lambda's settings: the secrets required, the directory and CA bundle checked, before anything runs."""
         settings = cls.load(environ)
-        for name in ("admin_secret_arn", "app_rw_secret_arn", "app_tc_secret_arn"):
-            if getattr(settings, name) is None:
-                raise ConfigurationError(f"{BY_NAME[name].env} is not set")
+        if settings.admin_secret_arn is None:
+            raise ConfigurationError(f"{BY_NAME['admin_secret_arn'].env} is not set")
         _endpoint(settings.proxy_endpoint)  # a bad endpoint fails now, before any secret is read
         if not settings.migrations_dir.is_dir():
             raise ConfigurationError(f"MIGRATIONS_DIR: migrations directory {settings.migrations_dir} does not exist")

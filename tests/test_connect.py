@@ -32,7 +32,7 @@ def scram_url(request: pytest.FixtureRequest) -> str:
 def settings(**changes: object) -> Settings:
     base = Settings.load(
         {"DB_SSLMODE": "disable", "DB_CONNECT_TIMEOUT_SECONDS": "2"},
-        flags={"admin_secret_arn": "arn:admin", "app_rw_secret_arn": "arn:rw", "app_tc_secret_arn": "arn:tc"},
+        flags={"admin_secret_arn": "arn:admin"},
     )
     return replace(base, **changes)
 

@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,9 @@ import boto3
 import psycopg2
 import pytest
 from moto import mock_aws
-from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from lambda_db_setup import handler, lock, reason
+from lambda_db_setup import handler, lock, reason, rolespec
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import (
     ConfigurationError,
@@ -40,6 +40,7 @@ from tests import cfn_events
 from tests.cfn_events import LambdaContext
 from tests.helpers import applied_names, count_reads, table_exists, write_py, write_sql
 from tests.test_credentials import secrets_calls
+from tests.test_roles import drop_roles
 
 ADMIN_PASSWORD = "Adm1n-pw-SENTINEL-4f1c"  # trust auth ignores it; it must still never reach a log
 
@@ -57,6 +58,16 @@ class Deployment:
     app_rw: str
     app_tc: str
     passwords: list[str]
+    groups: tuple[str, str]  # write and ddl, as this repository's stack declares readwrite and tablecreator
+
+    @property
+    def roles(self) -> dict[str, Any]:
+        """The resource properties declaring the two groups and the two users, as the construct writes them."""
+        readwrite, tablecreator = self.groups
+        return rolespec.to_properties(
+            [rolespec.AppGroup(readwrite, rolespec.WRITE), rolespec.AppGroup(tablecreator, rolespec.DDL)],
+            [(self.app_rw, readwrite, self.app_rw_secret_arn), (self.app_tc, tablecreator, self.app_tc_secret_arn)],
+        )
 
     def deploy(self, event: dict[str, Any], remaining_seconds: float = 900.0) -> dict[str, Any]:
         """One CloudFormation request through the framework: on_event, then is_complete until complete."""
@@ -114,17 +125,14 @@ def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytes
                 ("app-tc", {"username": app_tc, "password": tc_password}),
             )
         ]
-        for variable, arn in zip(("DB_SECRET_ARN", "APP_RW_SECRET_ARN", "APP_TC_SECRET_ARN"), arns, strict=True):
-            monkeypatch.setenv(variable, arn)
+        monkeypatch.setenv("DB_SECRET_ARN", arns[0])
         monkeypatch.setenv("DB_SSLMODE", "disable")
         monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "2")
         monkeypatch.setenv("MIGRATIONS_DIR", str(migrations_dir))
-        yield Deployment(
-            conn, migrations_dir, secrets, *arns, app_rw, app_tc, passwords=[ADMIN_PASSWORD, rw_password, tc_password]
-        )
-    with conn.cursor() as cursor:
-        for user in (app_rw, app_tc):
-            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+        groups = (f"readwrite_{suffix}", f"tablecreator_{suffix}")
+        passwords = [ADMIN_PASSWORD, rw_password, tc_password]
+        yield Deployment(conn, migrations_dir, secrets, *arns, app_rw, app_tc, passwords=passwords, groups=groups)
+    drop_roles(conn, [app_rw, app_tc, *groups])
 
 
 @pytest.fixture
@@ -206,7 +214,7 @@ def test_update_keeps_the_physical_id_it_was_given(deployment: Deployment) -> No
 
 def test_roles_and_users_are_ensured_on_completion(deployment: Deployment) -> None:
     three_migrations(deployment.migrations_dir)
-    deployment.deploy(cfn_events.create())
+    deployment.deploy(cfn_events.create(deployment.roles))
     with deployment.conn.cursor() as cursor:
         cursor.execute(
             "SELECT has_table_privilege(%(rw)s, 'beta', 'INSERT'), has_schema_privilege(%(rw)s, 'public', 'CREATE'),"
@@ -354,8 +362,9 @@ def test_a_short_failure_is_left_as_it_is() -> None:
 def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     three_migrations(deployment.migrations_dir)
     deployment.secrets.delete_secret(SecretId=deployment.app_tc_secret_arn, ForceDeleteWithoutRecovery=True)
-    with pytest.raises(SecretError, match=f"^APP_TC_SECRET_ARN: secret {deployment.app_tc_secret_arn} not found$"):
-        handler.on_event(cfn_events.create(), LambdaContext())
+    expected = f"^app user {deployment.app_tc}: secret {deployment.app_tc_secret_arn} not found$"
+    with pytest.raises(SecretError, match=expected):
+        handler.on_event(cfn_events.create(deployment.roles), LambdaContext())
     assert not table_exists(deployment.conn, "pgmigrations")
 
 
@@ -372,7 +381,7 @@ def test_each_invocation_reads_the_three_secrets_in_one_call(
         return client
 
     monkeypatch.setattr(handler.credentials, "secrets_client", counted_client)
-    deployment.deploy(cfn_events.create())
+    deployment.deploy(cfn_events.create(deployment.roles))
     arns = [deployment.admin_secret_arn, deployment.app_rw_secret_arn, deployment.app_tc_secret_arn]
     assert calls == [[("BatchGetSecretValue", arns)]] * 2  # on_event, then is_complete: one call each
 
@@ -685,7 +694,7 @@ def test_deadline_stops_between_migrations_and_polls_continue(deployment: Deploy
 
 def test_roles_wait_for_a_poll_with_time_for_them(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     three_migrations(deployment.migrations_dir)
-    event = cfn_events.create()
+    event = cfn_events.create(deployment.roles)
     started = handler.on_event(event, LambdaContext())
     monkeypatch.setattr(handler, "ROLES_MIN_SECONDS", 10_000.0)
     assert handler.is_complete(cfn_events.is_complete_event(event, started), LambdaContext()) == {"IsComplete": False}
@@ -736,9 +745,9 @@ def test_no_secret_value_reaches_any_log(
     deployment: Deployment, logs: io.StringIO, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     three_migrations(deployment.migrations_dir)
-    deployment.deploy(cfn_events.create())
+    deployment.deploy(cfn_events.create(deployment.roles))
     deployment.set_password(deployment.app_rw_secret_arn, deployment.app_rw, f"rotated-{uuid.uuid4().hex}")
-    deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID))
+    deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID, deployment.roles))
     monkeypatch.setenv("DB_PROXY_ENDPOINT", f"127.0.0.1:{closed_port()}")
     with pytest.raises(ConnectError):
         handler.on_event(cfn_events.create(), LambdaContext(handler.RESPONSE_MARGIN_SECONDS + 3))
@@ -748,3 +757,153 @@ def test_no_secret_value_reaches_any_log(
     for password in deployment.passwords:
         assert password not in everything  # ... without any password
     assert "postgresql://" not in everything
+
+
+# -- declared roles: optional, any shape, retired when dropped ------------------------------------------
+
+
+def role_count(conn, names: list[str]) -> int:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (names,))
+        return cursor.fetchone()[0]
+
+
+def test_without_declared_roles_no_user_secret_is_read_and_no_role_touched(
+    deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    calls: list[list[tuple[str, list[str]]]] = []
+    make_client = handler.credentials.secrets_client
+
+    def counted_client() -> Any:
+        client = make_client()
+        calls.append(secrets_calls(client))
+        return client
+
+    monkeypatch.setattr(handler.credentials, "secrets_client", counted_client)
+    deployment.secrets.delete_secret(SecretId=deployment.app_rw_secret_arn, ForceDeleteWithoutRecovery=True)
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_roles")
+        before = cursor.fetchone()
+        assert deployment.deploy(cfn_events.create())["Data"]["AppliedCount"] == "3"
+        cursor.execute("SELECT count(*) FROM pg_roles")
+        assert cursor.fetchone() == before
+    assert calls == [[("BatchGetSecretValue", [deployment.admin_secret_arn])]] * 2
+    assert not [line for line in log_lines(logs) if line.get("outcome") == "roles"]
+
+
+def test_roles_no_longer_declared_at_all_are_reported_and_left_alone(deployment: Deployment, logs: io.StringIO) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create(deployment.roles))
+    deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID))
+    (warning,) = [line for line in log_lines(logs) if "undeclared_roles" in line]
+    assert warning["level"] == "WARNING"
+    assert warning["undeclared_roles"] == sorted([deployment.app_rw, deployment.app_tc, *deployment.groups])
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT bool_and(rolcanlogin) FROM pg_roles WHERE rolname IN (%s, %s)", deployment.groups)
+        assert cursor.fetchone() == (False,)
+        cursor.execute(
+            "SELECT bool_and(rolcanlogin) FROM pg_roles WHERE rolname IN (%s, %s)",
+            (deployment.app_rw, deployment.app_tc),
+        )
+        assert cursor.fetchone() == (True,)
+
+
+def test_a_user_dropped_from_the_properties_is_retired_on_the_next_deploy(
+    deployment: Deployment, logs: io.StringIO
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create(deployment.roles))
+    fewer = {**deployment.roles, "AppUsers": deployment.roles["AppUsers"][1:]}
+    deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID, fewer, deployment.roles))
+    (ensured,) = [line for line in log_lines(logs) if line["message"] == "application roles ensured"][1:]
+    retired = f"retired user {deployment.app_rw}: revoked {deployment.groups[0]}, made NOLOGIN; the role is kept"
+    assert retired in ensured["changes"]
+    with deployment.conn.cursor() as cursor:
+        cursor.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (deployment.app_rw,))
+        assert cursor.fetchone() == (False,)
+
+
+def test_a_custom_read_only_group_on_its_own_schema(deployment: Deployment) -> None:
+    write_sql(deployment.migrations_dir, "1700000000000_app", "CREATE SCHEMA app; CREATE TABLE app.items (id int);")
+    reader_group, reader = f"reporting_{uuid.uuid4().hex[:8]}", f"report_{uuid.uuid4().hex[:8]}"
+    arn = deployment.secrets.create_secret(Name="report", SecretString=json.dumps({"password": "pw-report"}))["ARN"]
+    properties = rolespec.to_properties(
+        [rolespec.AppGroup(reader_group, rolespec.READ, ("app",))], [(reader, reader_group, arn)]
+    )
+    try:
+        deployment.deploy(cfn_events.create(properties))
+        dsn = parse_dsn(deployment.conn.dsn)
+        with closing(psycopg2.connect(host=dsn["host"], dbname=dsn["dbname"], user=reader)) as session:
+            session.autocommit = True
+            with session.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM app.items")
+                for refused in ("INSERT INTO app.items VALUES (1)", "CREATE TABLE app.mine (id int)"):
+                    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                        cursor.execute(refused)
+        assert role_count(deployment.conn, [deployment.app_rw, deployment.app_tc, *deployment.groups]) == 0
+    finally:
+        drop_roles(deployment.conn, [reader, reader_group])
+
+
+def test_a_secret_naming_another_login_fails_before_any_migration(deployment: Deployment) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.set_password(deployment.app_tc_secret_arn, "someone_else", "pw-tc")
+    expected = (
+        f"app user {deployment.app_tc}: secret {deployment.app_tc_secret_arn}: 'username' is 'someone_else' but the"
+        f" user is declared as '{deployment.app_tc}'"
+    )
+    with pytest.raises(SecretError, match=f"^{re.escape(expected)}"):
+        handler.on_event(cfn_events.create(deployment.roles), LambdaContext())
+    assert not table_exists(deployment.conn, "pgmigrations")
+
+
+def test_declaring_the_admin_as_an_app_user_fails_before_any_migration(deployment: Deployment) -> None:
+    three_migrations(deployment.migrations_dir)
+    admin = parse_dsn(deployment.conn.dsn)["user"]
+    deployment.set_password(deployment.app_rw_secret_arn, admin, "pw")
+    properties = deployment.roles
+    properties["AppUsers"][0]["Name"] = admin
+    with pytest.raises(ConfigurationError, match=f"^application role '{admin}' is the admin"):
+        handler.on_event(cfn_events.create(properties), LambdaContext())
+    as_group = deployment.roles
+    as_group["AppGroups"][1]["Name"] = as_group["AppUsers"][1]["Group"] = admin
+    with pytest.raises(ConfigurationError, match=f"^application role '{admin}' is the admin"):
+        handler.on_event(cfn_events.create(as_group), LambdaContext())
+    assert not table_exists(deployment.conn, "pgmigrations")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["AppGroups"][0].update(Privilege="admin"), "has privilege 'admin'; one of read, write, ddl"),
+        (lambda p: p["AppUsers"][0].update(Group="nobody"), "joins group 'nobody', which is not declared"),
+        (lambda p: p["AppUsers"][0].update(Name="pg_app"), "reserved by PostgreSQL"),
+        (lambda p: p["AppUsers"][1].update(Name=p["AppUsers"][0]["Name"]), "is declared twice"),
+        (lambda p: p["AppGroups"][0].update(Schemas="public"), "malformed"),
+        (lambda p: p.update(AppUsers={"Name": "x"}), "malformed"),
+        (lambda p: p["AppUsers"][1].update(SecretArn=p["AppUsers"][0]["SecretArn"]), "shares its secret"),
+    ],
+)
+def test_malformed_role_properties_fail_naming_them(deployment: Deployment, change: Any, message: str) -> None:
+    properties = json.loads(json.dumps(deployment.roles))
+    change(properties)
+    with pytest.raises(ConfigurationError, match=f"^resource propert.*{re.escape(message)}"):
+        handler.on_event(cfn_events.create(properties), LambdaContext())
+
+
+def test_an_undeclared_member_of_a_declared_group_is_logged_as_unmanaged(
+    deployment: Deployment, logs: io.StringIO
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    deployment.deploy(cfn_events.create(deployment.roles))
+    hand_made = f"by_hand_{uuid.uuid4().hex[:8]}"
+    with deployment.conn.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {hand_made} LOGIN")
+        cursor.execute(f"GRANT {deployment.groups[0]} TO {hand_made}")  # both plain lower-case names
+    try:
+        deployment.deploy(cfn_events.update(handler.PHYSICAL_RESOURCE_ID, deployment.roles))
+        (warning,) = [line for line in log_lines(logs) if "unmanaged" in line]
+        assert (warning["level"], warning["unmanaged"]) == ("WARNING", [hand_made])
+    finally:
+        drop_roles(deployment.conn, [hand_made])

@@ -34,8 +34,6 @@ HANDLER_ENV_KEYS = {
     "ADOPT_EXISTING_SCHEMA",
     "DB_SECRET_ARN",
     "DB_PROXY_ENDPOINT",
-    "APP_RW_SECRET_ARN",
-    "APP_TC_SECRET_ARN",
     "DB_CA_BUNDLE",
     "MIGRATIONS_DIR",
     "LOCK_TIMEOUT_MS",
@@ -351,8 +349,6 @@ def test_handler_environment_is_the_contract(synth: Synth) -> None:
         env = function["Environment"]["Variables"]
         assert set(env) == HANDLER_ENV_KEYS
         assert env["DB_SECRET_ARN"] == synth.ref(database.admin_secret.secret_arn)
-        assert env["APP_RW_SECRET_ARN"] == synth.ref(database.app_secrets["app_rw"].secret_arn)
-        assert env["APP_TC_SECRET_ARN"] == synth.ref(database.app_secrets["app_tc"].secret_arn)
         assert env["DB_PROXY_ENDPOINT"] == synth.ref(database.proxy.endpoint)
         assert env["DB_CA_BUNDLE"] == "/var/task/certifi/cacert.pem"
         assert env["MIGRATIONS_DIR"] == "/var/task/migrations"
@@ -394,6 +390,21 @@ def test_lint_before_apply_sets_the_switch_and_bundles_arm64_squawk(
     assert not (synth.asset_dir() / "bin").exists()
     # The lint requirements feed the hash only with the switch: the two assets differ by that file alone.
     assert linted.stack.migrations.asset.asset_hash != synth.stack.migrations.asset.asset_hash
+
+
+def test_the_stacks_roles_travel_as_resource_properties(synth: Synth) -> None:
+    """readwrite and tablecreator are this stack's declaration, not the construct's rule."""
+    (run,) = synth.resources("Custom::DbMigrations").values()
+    secrets = synth.stack.database.app_secrets
+    assert run["AppGroups"] == [
+        {"Name": "readwrite", "Privilege": "write", "Schemas": ["public"]},
+        {"Name": "tablecreator", "Privilege": "ddl", "Schemas": ["public"]},
+    ]
+    assert run["AppUsers"] == [
+        {"Name": "app_rw", "Group": "readwrite", "SecretArn": synth.ref(secrets["app_rw"].secret_arn)},
+        {"Name": "app_tc", "Group": "tablecreator", "SecretArn": synth.ref(secrets["app_tc"].secret_arn)},
+    ]
+    Annotations.from_stack(synth.stack).has_no_warning("*", Match.string_like_regexp("not one of the secrets of proxy"))
 
 
 def test_provider_framework_calls_both_handlers(synth: Synth) -> None:

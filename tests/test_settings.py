@@ -13,8 +13,6 @@ from lambda_db_setup.settings import BY_NAME, PROXY_PORT, SETTINGS, Settings
 
 REQUIRED = {
     "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:admin-AbCdEf",
-    "APP_RW_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rw-AbCdEf",
-    "APP_TC_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:tc-AbCdEf",
 }
 
 
@@ -61,7 +59,7 @@ def test_ca_bundle_only_for_verifying_modes(tmp_path: Path) -> None:
     ("changes", "message"),
     [
         ({"DB_SECRET_ARN": ""}, "^DB_SECRET_ARN is not set$"),
-        ({"APP_TC_SECRET_ARN": None}, "^APP_TC_SECRET_ARN is not set$"),
+        ({"DB_SECRET_ARN": None}, "^DB_SECRET_ARN is not set$"),
         ({"DB_SSLMODE": "on"}, "^DB_SSLMODE must be one of disable, allow, prefer, require, verify-ca, verify-full"),
         ({"DB_CA_BUNDLE": "/missing/ca.pem"}, "^DB_CA_BUNDLE: CA bundle /missing/ca.pem is not a file$"),
         ({"LOCK_TIMEOUT_MS": "5s"}, "^LOCK_TIMEOUT_MS must be a whole number; got '5s'$"),

@@ -8,7 +8,6 @@ secrets and the migrations directory as interfaces, so resources imported with `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IDependable
 
-from lambda_db_setup import roles
-from lambda_db_setup.cdk import bundling
+from lambda_db_setup.cdk import appusers, bundling
+from lambda_db_setup.cdk.appusers import AppUser
+from lambda_db_setup.rolespec import AppGroup
 from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
@@ -69,21 +69,8 @@ FUNCTIONS = {
     "IsComplete": ("is_complete", IS_COMPLETE_TIMEOUT, "Reports whether the migration run is done"),
 }
 
-
-# The handler's contract: one secret per group role, each in its own variable.
-USER_SECRET_SETTINGS = {roles.READWRITE: "app_rw_secret_arn", roles.TABLECREATOR: "app_tc_secret_arn"}
 OPTIONAL_SWITCHES = ("iam_auth", "lint_before_apply", "single_transaction")
 Target = rds.IDatabaseProxy | rds.IDatabaseInstance | rds.IDatabaseCluster
-
-
-@dataclass(frozen=True)
-class AppUser:
-    """An application user the run creates or updates: its login role ``name`` (the secret's ``username``),
-    the secret holding its password, and the group role it joins (``readwrite`` or ``tablecreator``)."""
-
-    name: str
-    secret: secretsmanager.ISecret
-    group: str
 
 
 class DatabaseMigrations(Construct):
@@ -107,8 +94,9 @@ class DatabaseMigrations(Construct):
         vpc: ec2.IVpc,
         target: Target,
         admin_secret: secretsmanager.ISecret,
-        app_users: Sequence[AppUser],
         migrations_dir: str | Path,
+        app_groups: Sequence[AppGroup] = (),
+        app_users: Sequence[AppUser] = (),
         vpc_subnets: ec2.SubnetSelection | None = None,
         port: int = PROXY_PORT,
         target_security_group: ec2.ISecurityGroup | None = None,
@@ -130,6 +118,7 @@ class DatabaseMigrations(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         migrations = _checked(trigger, migrations_dir)
+        declared = appusers.declare(self, target, app_groups, app_users, admin_username)
         self.asset = bundling.lambda_asset(self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir)
         self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
         role = self._role(admin_secret, app_users)
@@ -138,7 +127,6 @@ class DatabaseMigrations(Construct):
         settings: dict[str, object] = {
             "admin_secret_arn": admin_secret.secret_arn,
             "proxy_endpoint": _endpoint(target),
-            **_user_secrets(app_users),
             "lock_timeout_ms": lock_timeout_ms,
             "statement_timeout_ms": statement_timeout_ms,
             "adopt_existing_schema": adopt_existing_schema,
@@ -158,12 +146,15 @@ class DatabaseMigrations(Construct):
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
         provider = self._provider(log_retention)
-        self.resource = self._run(provider, trigger, migrations)
+        self.resource = self._run(provider, trigger, migrations, declared)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
         self._acknowledge_findings(role, provider)
 
-    def _run(self, provider: cr.Provider, trigger: str, migrations: Path) -> CustomResource:
-        """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``)."""
+    def _run(self, provider: cr.Provider, trigger: str, migrations: Path, declared: dict[str, Any]) -> CustomResource:
+        """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``).
+
+        The declared roles are properties too, so a changed declaration runs even in ``content-hash`` mode.
+        """
         return CustomResource(
             self,
             "Run",
@@ -173,6 +164,7 @@ class DatabaseMigrations(Construct):
             properties={
                 "Trigger": self.asset.asset_hash if trigger == CONTENT_HASH else _now(),
                 "MigrationsHash": bundling.fingerprint(migrations),
+                **declared,
             },
         )
 
@@ -218,7 +210,7 @@ class DatabaseMigrations(Construct):
         )
 
     def _role(self, admin_secret: secretsmanager.ISecret, app_users: Sequence[AppUser]) -> iam.Role:
-        """One role for both functions: VPC access, their logs, and reading the admin and users' secrets."""
+        """One role for both functions: VPC access, their logs, and reading the admin's and declared users' secrets."""
         role = iam.Role(
             self,
             "Role",
@@ -283,7 +275,7 @@ class DatabaseMigrations(Construct):
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="secretsmanager:BatchGetSecretValue accepts only Resource '*'; Secrets Manager also checks "
-                "GetSecretValue on each secret, which the role has on exactly its three secrets.",
+                "GetSecretValue on each secret, which the role has on exactly the admin's and the app users' secrets.",
             )
         )
         # The Provider framework's own functions, roles and state machine, as aws-cdk-lib builds them.
@@ -320,14 +312,6 @@ def _endpoint(target: Target) -> str:
     if hasattr(target, "cluster_endpoint"):
         return target.cluster_endpoint.socket_address
     return target.instance_endpoint.socket_address
-
-
-def _user_secrets(app_users: Sequence[AppUser]) -> dict[str, str]:
-    """Each group's secret ARN under its setting; the handler needs exactly one user per group."""
-    groups = sorted(user.group for user in app_users)
-    if groups != sorted(USER_SECRET_SETTINGS):
-        raise ValueError(f"app_users must be one user per group {', '.join(USER_SECRET_SETTINGS)}, not {groups}")
-    return {USER_SECRET_SETTINGS[user.group]: user.secret.secret_arn for user in app_users}
 
 
 def _checked(trigger: str, migrations_dir: str | Path) -> Path:
