@@ -16,7 +16,6 @@ import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,14 @@ from .interrupts import Terminated
 from .lint import format_report, lint
 from .options import EngineOptions
 from .reports import Output, attention, outcome_document, print_result, print_status, status_document, up_document
-from .settings import (
-    APPLICATION_NAME,
-    BY_NAME,
-    PROJECT_TABLE,
-    SETTINGS,
-    Setting,
-    Settings,
-    find_project_root,
-    read_project_table,
-)
+from .settings import APPLICATION_NAME, BY_NAME, PROJECT_TABLE, SETTINGS, Setting, Settings, project_settings
 from .urls import describe_target, url_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+EMBEDDED_ACTIONS = ("url", "status", "stop")
 COMMON_SETTINGS = (
-    "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function"
+    "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function",
+    "embedded_dir",
 )  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
 MODULE_PROG, SCRIPT_PROG = "python -m lambda_db_setup", DISTRIBUTION  # how usage and --version name the CLI
@@ -64,8 +56,9 @@ exit codes:
   130  interrupted (Ctrl-C); the statement running is cancelled, what was applied is listed
   143  terminated (SIGTERM), handled as Ctrl-C
 
-Without --database-url or DATABASE_URL the embedded PostgreSQL 16 is started (or reused), its data
-in .pgdata/. Settings: flag > environment variable > pyproject.toml [tool.lambda_db_setup] > default;
+Without --database-url or DATABASE_URL the project's embedded PostgreSQL 16 is started (or reused), its
+data in .pgdata/ under the project root (`embedded url|status|stop` to reach it).
+Settings: flag > environment variable > pyproject.toml [tool.lambda_db_setup] > default;
 the project root is the nearest directory up with such a pyproject.toml (else one with migrations/
 beside a pyproject.toml or cdk.json), and relative paths not given as flags resolve against it.
 """
@@ -105,7 +98,6 @@ def build_parser(prog: str = MODULE_PROG) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     for name in COMMON_SETTINGS:
         _add_setting_flag(common, BY_NAME[name])
-    common.add_argument("--embedded-dir", type=Path, default=argparse.SUPPRESS, help="embedded server data (.pgdata)")
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
     common.add_argument(
         "--confirm", action="store_true", default=argparse.SUPPRESS, help="with --lambda: allow a change"
@@ -168,6 +160,9 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
 
     command("check", _on_database(_check), "lint the pending migrations' SQL with squawk")
 
+    embedded = command("embedded", _embedded, "the project's embedded PostgreSQL 16: its URL, status; stop it")
+    embedded.add_argument("action", choices=EMBEDDED_ACTIONS, help="url: start (or reuse) it and print a URL for psql")
+
     unlock = command("unlock", _on_database(_unlock), "show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
     unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
@@ -181,7 +176,7 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
     try:
         settings = load_settings(args, Path.cwd())
         out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
-        if settings.lambda_function:
+        if settings.lambda_function and args.command != "embedded":
             from . import remote  # boto3 and botocore: only for --lambda
 
             return remote.run(args, settings)
@@ -239,14 +234,7 @@ def package_version() -> str:
 
 def load_settings(args: argparse.Namespace, cwd: Path) -> Settings:
     """The settings of this invocation; relative paths not given as flags resolve against the project root."""
-    root = find_project_root(cwd)
-    project = read_project_table(root / "pyproject.toml") if root else None
-    flags = _given_settings(args)
-    settings = Settings.load(os.environ, flags=flags, project=project)
-    if root is None:
-        return settings
-    paths = [s.name for s in SETTINGS if s.kind is Path and s.name not in flags and getattr(settings, s.name)]
-    return replace(settings, **{name: root / getattr(settings, name) for name in paths})
+    return project_settings(cwd, _given_settings(args))
 
 
 def _positive_int(text: str) -> int:
@@ -318,12 +306,33 @@ def _connect(args: argparse.Namespace, settings: Settings) -> Connection:
     if not url:
         from . import embedded
 
-        data_dir = getattr(args, "embedded_dir", None) or embedded.DEFAULT_DATA_DIR
-        url = embedded.start(data_dir.resolve())
+        data_dir = settings.embedded_dir.resolve()
+        url = embedded.start(data_dir)
         print(f"using the embedded PostgreSQL 16 (data in {data_dir})", file=sys.stderr)
     else:
         print(f"using {describe_target(url, _database_url_source(args))}", file=sys.stderr)
     return psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
+
+
+def _embedded(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    """The project's embedded server, for psql and for freeing its memory; ``status`` exits 1 when it is down."""
+    from . import embedded
+
+    data_dir = settings.embedded_dir.resolve()
+    if args.action == "url":
+        print(embedded.start(data_dir))
+        return EXIT_OK
+    if args.action == "stop":
+        stopped = embedded.shut_down(data_dir)
+        print(f"{'stopped' if stopped else 'not running'}: the embedded PostgreSQL 16 with data in {data_dir}")
+        return EXIT_OK
+    state = embedded.state(data_dir)
+    if not state.running:
+        where = "data in" if state.initialized else "no data yet in"
+        print(f"not running: the embedded PostgreSQL 16 ({where} {data_dir})")
+        return EXIT_FAILED
+    print(f"running: the embedded PostgreSQL 16 (pid {state.pid}, data in {data_dir})\n{state.url}")
+    return EXIT_OK
 
 
 def _one_line(text: str) -> str:

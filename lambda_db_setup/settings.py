@@ -12,7 +12,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,18 @@ SETTINGS: tuple[Setting, ...] = (
         env="DB_MIGRATIONS_LAMBDA", flag="--lambda",
     ),
     Setting(
+        "embedded_dir", Path, Path(".pgdata"),
+        "the embedded PostgreSQL 16's data directory (the CLI's when no database URL is given); relative: to the"
+        " project root (a flag: to the working directory)",
+        env="LAMBDA_DB_SETUP_EMBEDDED_DIR", flag="--embedded-dir",
+    ),
+    Setting(
+        "test_database_url", str, None,
+        "the server the pytest plugin creates and drops its databases on (never `DATABASE_URL`); unset: a"
+        " throw-away embedded PostgreSQL 16 per test run",
+        env="LAMBDA_DB_SETUP_TEST_URL",
+    ),
+    Setting(
         "service_name", str, "db-migrations", "the `service` of every log line and metric",
         env="POWERTOOLS_SERVICE_NAME",
     ),
@@ -174,6 +186,8 @@ class Settings:
     connect_timeout_seconds: int
     run_budget_seconds: int | None
     lambda_function: str | None
+    embedded_dir: Path
+    test_database_url: str | None
     service_name: str
     metrics_namespace: str
     log_level: str
@@ -229,6 +243,25 @@ def environment_variable(name: str) -> str:
     if env is None:
         raise KeyError(f"setting {name} has no environment variable")
     return env
+
+
+def project_settings(
+    start: Path, flags: Mapping[str, Any] | None = None, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings of a run started in ``start`` (the CLI's working directory, pytest's root directory).
+
+    The project's `PROJECT_TABLE` gives the defaults and ``overrides`` (pytest's ini keys) replace its entries,
+    below the environment and ``flags``. Relative paths not given in ``flags`` resolve against the project
+    root, or ``start`` outside any project, so every subdirectory of a project finds the same migrations and
+    the same embedded database.
+    """
+    root = find_project_root(start)
+    table = read_project_table(root / "pyproject.toml") if root else None
+    given = dict(flags or {})
+    settings = Settings.load(os.environ, flags=given, project={**(table or {}), **(overrides or {})})
+    base = root or start.resolve()
+    paths = [s.name for s in SETTINGS if s.kind is Path and s.name not in given and getattr(settings, s.name)]
+    return replace(settings, **{name: base / getattr(settings, name) for name in paths})
 
 
 def find_project_root(start: Path) -> Path | None:

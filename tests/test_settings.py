@@ -9,7 +9,7 @@ import certifi
 import pytest
 
 from lambda_db_setup.errors import ConfigurationError
-from lambda_db_setup.settings import BY_NAME, PROXY_PORT, SETTINGS, Settings
+from lambda_db_setup.settings import BY_NAME, PROXY_PORT, SETTINGS, Settings, project_settings
 
 REQUIRED = {
     "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:admin-AbCdEf",
@@ -117,3 +117,29 @@ def test_a_flag_wins_over_its_variable_which_wins_over_the_default() -> None:
 def test_lock_wait_must_be_a_finite_non_negative_number(text: str) -> None:
     with pytest.raises(ConfigurationError, match=r"^LOCK_WAIT_SECONDS must be"):
         Settings.load({"LOCK_WAIT_SECONDS": text})
+
+
+def test_project_settings_put_ini_keys_between_the_environment_and_pyproject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's layering: option (a flag) > environment > ini key > pyproject.toml > default."""
+    for setting in SETTINGS:
+        if setting.env:
+            monkeypatch.delenv(setting.env, raising=False)
+    project, outside = tmp_path.resolve() / "project", tmp_path.resolve() / "outside"
+    (project / "deep").mkdir(parents=True)
+    outside.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.lambda_db_setup]\nmigrations_dir = "db"\ntest_database_url = "postgresql://pyproject/x"\n'
+    )
+    settings = project_settings(project / "deep")
+    assert (settings.migrations_dir, settings.embedded_dir) == (project / "db", project / ".pgdata")
+    assert settings.test_database_url == "postgresql://pyproject/x"
+    ini = {"test_database_url": "postgresql://ini/x", "migrations_dir": "from_ini"}
+    assert project_settings(project / "deep", overrides=ini).test_database_url == "postgresql://ini/x"
+    assert project_settings(project / "deep", overrides=ini).migrations_dir == project / "from_ini"
+    monkeypatch.setenv("LAMBDA_DB_SETUP_TEST_URL", "postgresql://env/x")
+    assert project_settings(project, overrides=ini).test_database_url == "postgresql://env/x"
+    flags = {"test_database_url": "postgresql://flag/x"}
+    assert project_settings(project, flags, overrides=ini).test_database_url == "postgresql://flag/x"
+    assert project_settings(outside).embedded_dir == outside / ".pgdata"
