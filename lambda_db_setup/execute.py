@@ -174,7 +174,9 @@ class Executor:
             return
         with suppress(psycopg2.Error):  # a lost connection: nothing more can be done from here
             self.session.cursor.execute(
-                "UPDATE public.pgmigrations SET run_on = run_on WHERE id = (SELECT max(id) FROM public.pgmigrations)"
+                sql.SQL("UPDATE {0} SET run_on = run_on WHERE id = (SELECT max(id) FROM {0})").format(
+                    self.session.options.tracking.identifier
+                )
             )
             self.unflushed = False
 
@@ -278,7 +280,7 @@ class Executor:
 
     def _closing(self, migration: Migration, direction: Direction, guard: Guard | None) -> list[str]:
         """What ends a migration inside its transaction: the session reset, its row, the data-loss guard."""
-        closing = [self.session.restore, self.session.text(_row(migration, direction))]
+        closing = [self.session.restore, self.session.text(_row(self.session, migration, direction))]
         if guard and direction == "down":
             closing.append(guard.sql)
         return closing
@@ -349,7 +351,7 @@ class Executor:
     def _finish(self, migration: Migration, direction: Direction) -> None:
         """Record (up) or remove (down) a no-transaction migration's row, once all its statements ran."""
         try:
-            self.session.cursor.execute(_row(migration, direction))
+            self.session.cursor.execute(_row(self.session, migration, direction))
         except psycopg2.Error as error:
             if self.session.conn.closed:
                 raise MigrationFailedError(
@@ -426,11 +428,11 @@ class Executor:
         return failure
 
 
-def _row(migration: Migration, direction: Direction) -> Composable:
+def _row(session: Session, migration: Migration, direction: Direction) -> Composable:
     """Recording (up) or removing (down) the migration's row."""
     if direction == "up":
-        return tracking.inserted(migration.name, migration.checksum)
-    return tracking.deleted(migration.name)
+        return tracking.inserted(session.options.tracking, migration.name, migration.checksum)
+    return tracking.deleted(session.options.tracking, migration.name)
 
 
 def _reversible(migration: Migration) -> bool:

@@ -62,7 +62,11 @@ class RolesReport:
 
 
 def ensure_roles(
-    conn: Connection, users: Sequence[AppUser], groups: Sequence[GroupRole] = GROUPS, schema: str = SCHEMA
+    conn: Connection,
+    users: Sequence[AppUser],
+    groups: Sequence[GroupRole] = GROUPS,
+    schema: str = SCHEMA,
+    tracking_table: tracking.TrackingTable = tracking.DEFAULT,
 ) -> RolesReport:
     """Make roles, users and privileges what they should be, in one transaction."""
     conn.autocommit = True
@@ -73,7 +77,7 @@ def ensure_roles(
             changes: list[str] = []
             for group in groups:
                 changes += _ensure_role(cursor, group.name, login=False)
-            not_granted = _grant_group_privileges(cursor, groups, schema)
+            not_granted = _grant_group_privileges(cursor, groups, schema, tracking_table)
             can_read_verifiers = _can_read_verifiers(cursor)
             for user in users:
                 changes += _ensure_role(cursor, user.login.username, login=True)
@@ -112,7 +116,9 @@ def _ensure_role(cursor: Cursor, name: str, *, login: bool) -> list[str]:
     return []
 
 
-def _grant_group_privileges(cursor: Cursor, groups: Sequence[GroupRole], schema: str) -> list[str]:
+def _grant_group_privileges(
+    cursor: Cursor, groups: Sequence[GroupRole], schema: str, tracking_table: tracking.TrackingTable
+) -> list[str]:
     """Grant the groups' privileges (a GRANT already held changes nothing); return what could not be granted.
 
     Tables and sequences are granted one by one rather than ``ON ALL TABLES IN SCHEMA``: that form fails
@@ -144,9 +150,9 @@ def _grant_group_privileges(cursor: Cursor, groups: Sequence[GroupRole], schema:
         statements.append(
             sql.SQL("GRANT {} ON SEQUENCE {} TO {}").format(SEQUENCE_PRIVILEGES, _names(schema, sequences), everyone)
         )
-    if tracking.TABLE in tables and schema == tracking.SCHEMA:
+    if tracking_table.table in tables and schema == tracking_table.schema:
         # the application may not rewrite the migration history (a JavaScript-era grant is taken back too)
-        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(tracking.QUALIFIED, everyone))
+        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(tracking_table.identifier, everyone))
     for statement in statements:
         cursor.execute(statement)
     return not_granted
