@@ -75,6 +75,8 @@ class StackConfig:
     lint_before_apply: bool = BY_NAME["lint_before_apply"].default
     adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default
     single_transaction: bool = BY_NAME["single_transaction"].default
+    migrations_schema: str = BY_NAME["migrations_schema"].default
+    migrations_table: str = BY_NAME["migrations_table"].default
     alarm_email: str = ""
 
     def __post_init__(self) -> None:
@@ -173,6 +175,8 @@ class DbMigrationsStack(Stack):
             statement_timeout_ms=config.statement_timeout_ms,
             adopt_existing_schema=config.adopt_existing_schema,
             single_transaction=config.single_transaction,
+            migrations_schema=config.migrations_schema,
+            migrations_table=config.migrations_table,
             lint_before_apply=config.lint_before_apply,
             metrics_namespace=config.metrics_namespace,
             log_level=config.log_level,

@@ -29,15 +29,25 @@ from .errors import ConfigurationError, MigrationError, RunInterrupted
 from .interrupts import Terminated
 from .lint import format_report, lint
 from .options import EngineOptions
-from .reports import Output, attention, outcome_document, print_result, print_status, status_document, up_document
+from .reports import (
+    Output,
+    attention,
+    forget_document,
+    forget_lines,
+    outcome_document,
+    print_result,
+    print_status,
+    status_document,
+    up_document,
+)
 from .settings import APPLICATION_NAME, BY_NAME, PROJECT_TABLE, SETTINGS, Setting, Settings, project_settings
 from .urls import describe_target, url_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 EMBEDDED_ACTIONS = ("url", "status", "stop")
 COMMON_SETTINGS = (
-    "database_url", "migrations_dir", "lock_wait_seconds", "lock_timeout_ms", "statement_timeout_ms", "lambda_function",
-    "embedded_dir",
+    "database_url", "migrations_dir", "migrations_schema", "migrations_table", "lock_wait_seconds", "lock_timeout_ms",
+    "statement_timeout_ms", "lambda_function", "embedded_dir",
 )  # fmt: skip
 DISTRIBUTION = "lambda-db-setup"
 MODULE_PROG, SCRIPT_PROG = "python -m lambda_db_setup", DISTRIBUTION  # how usage and --version name the CLI
@@ -153,6 +163,13 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument("--check", action="store_true", help="exit 1 also when migrations are pending")
     command("repair", _on_database(_repair), "accept reviewed edits of applied files (checksums)")
+
+    forget = command("forget", _on_database(_forget), "remove the rows of applied migrations whose file is gone")
+    forget.add_argument("names", nargs="*", metavar="NAME", help="a migration name whose row to remove")
+    forget.add_argument("--all-gone", action="store_true", help="every row whose file is gone (missing or ahead)")
+    forget.add_argument("--dry-run", action="store_true", help="show the rows, change nothing")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
+    forget.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     baseline = command("baseline", _on_database(_baseline), "record migrations as applied, run nothing")
     baseline.add_argument("--to", metavar="NAME", help="only up to and including NAME")
@@ -386,6 +403,33 @@ def _repair(args: argparse.Namespace, settings: Settings, engine: Engine, out: O
     repaired = engine.repair()
     print(f"recorded new checksums for {len(repaired)} migration(s){': ' if repaired else ''}{', '.join(repaired)}")
     return EXIT_OK
+
+
+def _forget(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:
+    """Remove rows whose file is gone: shown first, then confirmed (a prompt, or --yes), then removed under the lock;
+    exactly the rows shown, each checked again under the lock."""
+    if bool(args.names) == args.all_gone:
+        raise ConfigurationError("forget: name the migrations whose rows to remove, or pass --all-gone (not both)")
+    tracking = str(engine.options.tracking)
+    rows = engine.forget(args.names or None, dry_run=True)
+    if rows and not args.dry_run:
+        if not args.yes:
+            _confirm(forget_lines(rows, tracking, dry_run=True)[:-1], f"remove these {len(rows)} row(s)?")
+        rows = engine.forget([row.name for row in rows])
+    if args.json:
+        out.document(forget_document(rows, dry_run=args.dry_run))
+    else:
+        print("\n".join(forget_lines(rows, tracking, dry_run=args.dry_run)))
+    return EXIT_OK
+
+
+def _confirm(lines: list[str], question: str) -> None:
+    """Ask on the terminal (stderr, so stdout stays the result); refuse without one, or without a yes."""
+    if not sys.stdin.isatty():
+        raise ConfigurationError("no terminal to confirm on: pass --yes to go ahead; nothing was changed")
+    print("\n".join([*lines, f"{question} [y/N] "]), end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise MigrationError("not confirmed; nothing was changed")
 
 
 def _baseline(args: argparse.Namespace, settings: Settings, engine: Engine, out: Output) -> int:

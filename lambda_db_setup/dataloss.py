@@ -27,8 +27,8 @@ DATA_LOSS = "PGM01"  # the SQLSTATE the guard raises, so the executor can tell i
 CANDIDATES = r"""
     SELECT c.oid, n.nspname, c.relname
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-      AND NOT (n.nspname = 'public' AND c.relname = 'pgmigrations')
+    WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%%'
+      AND NOT (n.nspname = %(tracking_schema)s AND c.relname = %(tracking_table)s)
       AND pg_catalog.pg_relation_size(c.oid) > 0 AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
 """
 GUARD = """DO $guard$ DECLARE lost text[] := '{}'; t oid; has boolean; BEGIN
@@ -54,7 +54,8 @@ class Guard:
     def take(cls, session: Session) -> Guard | None:
         """Snapshot the tables with rows (two round trips); None when there are none: nothing to lose."""
         cursor = session.cursor
-        cursor.execute(CANDIDATES)
+        table = session.options.tracking
+        cursor.execute(CANDIDATES, {"tracking_schema": table.schema, "tracking_table": table.table})
         candidates = {oid: (schema, table) for oid, schema, table in cursor.fetchall()}
         if not candidates:
             return None

@@ -1,13 +1,14 @@
 """The migration engine's commands: discover -> session -> lock -> plan -> run -> result. Knows PostgreSQL, not AWS.
 
 Every command starts with the same opening (`Engine._open`): the files discovered once, the session
-settings applied, the lock taken when the command changes anything, ``pgmigrations`` read once and compared
+settings applied, the lock taken when the command changes anything, the tracking table read once and compared
 with the files. Running one migration is `execute.Executor`'s job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from psycopg2.extensions import connection as Connection
 from . import interrupts, schema_check, tracking
 from .dataloss import Guard, refuse_data_loss
 from .discovery import Direction, Migration, scan
-from .errors import RunInterrupted
+from .errors import MigrationError, RunInterrupted
 from .execute import Executor, OnMigration, Step
 from .interrupts import Terminated
 from .options import EngineOptions
@@ -26,6 +27,7 @@ from .plan import Plan, make_plan
 from .progress import SILENT, Progress
 from .results import Action, BaselineResult, MigrationOutcome, RunResult
 from .session import Session, open_session
+from .tracking import AppliedRow
 
 Vet = Callable[[list[MigrationOutcome]], None]  # sees the rendered pending migrations; raises to refuse
 
@@ -77,12 +79,12 @@ class Engine:
                     return result
                 vet(rendered)
             if self.options.adopt_existing_schema and not plan.applied and count is None and to is None:
-                adopted = schema_check.adoptable(opened.session.cursor, targets, prepared)
+                adopted = schema_check.adoptable(opened.session.cursor, targets, prepared, self.options.tracking)
                 self._record(opened, adopted)
                 result.outcomes += [MigrationOutcome(migration, Action.ADOPTED) for migration in adopted]
                 targets, prepared = targets[len(adopted) :], prepared[len(adopted) :]
             if not plan.table_exists:
-                tracking.ensure_table(opened.session.cursor)
+                tracking.ensure_table(opened.session.cursor, self.options.tracking)
             self._run(opened, result, [(m, "up", p) for m, p in zip(targets, prepared, strict=True)], deadline=True)
             return result
 
@@ -124,8 +126,25 @@ class Engine:
                 if row.name in by_name and row.checksum != by_name[row.name].checksum
             ]
             for name in repaired:
-                tracking.set_checksum(opened.session.cursor, name, by_name[name].checksum)
+                tracking.set_checksum(opened.session.cursor, self.options.tracking, name, by_name[name].checksum)
             return repaired
+
+    def forget(self, names: Sequence[str] | None = None, *, dry_run: bool = False) -> list[AppliedRow]:
+        """Remove the rows of applied migrations whose file is gone: ``names``, or (None) every such row.
+
+        The way out of a history that names files no longer here (a database "ahead" of them, or a file
+        deliberately deleted) without hand-written SQL, as Flyway's repair of missing migrations. A name with no
+        row, or whose file is here (even one discovery skips: that is a file to fix), is refused and nothing is
+        changed. Under the lock unless ``dry_run``; the rows removed (or that would be) are returned.
+        """
+        with self._open(take_lock=not dry_run) as opened:
+            plan = opened.plan
+            chosen = plan.gone if names is None else list(dict.fromkeys(names))
+            _refuse_unforgettable(chosen, plan, self.migrations_dir)
+            rows = [row for row in plan.applied if row.name in set(chosen)]
+            if rows and not dry_run:
+                tracking.delete_rows(opened.session.cursor, self.options.tracking, chosen)
+            return rows
 
     def baseline(self, to: str | None = None, *, verify: bool = True) -> BaselineResult:
         """Record pending migrations (all, or up to ``to``) as applied without running them.
@@ -155,8 +174,8 @@ class Engine:
         for text in found.skipped:
             self.progress.skipped(text)
         with open_session(self.conn, self.options, take_lock=take_lock, progress=self.progress) as session:
-            rows = tracking.read_applied(session.cursor, upgrade=take_lock)
-            plan = make_plan(found.migrations, rows, skipped=found.skipped)
+            rows = tracking.read_applied(session.cursor, self.options.tracking, upgrade=take_lock)
+            plan = make_plan(found.migrations, rows, skipped=found.skipped, tracking=self.options.tracking)
             yield Opened(session, plan, Executor(session, self.on_migration, self.progress))
 
     @staticmethod
@@ -164,9 +183,10 @@ class Engine:
         """Record migrations as applied without running them (adopted or baselined), in one transaction."""
         if not migrations:
             return
+        table = opened.plan.tracking
         if not opened.plan.table_exists:
-            tracking.ensure_table(opened.session.cursor)
-        tracking.record_all(opened.session.cursor, [(migration.name, migration.checksum) for migration in migrations])
+            tracking.ensure_table(opened.session.cursor, table)
+        tracking.record_all(opened.session.cursor, table, [(m.name, m.checksum) for m in migrations])
 
     @staticmethod
     def _steps(opened: Opened, targets: list[Migration], direction: Direction) -> list[Step]:
@@ -224,12 +244,35 @@ def _transactions(steps: list[Step], *, single: bool) -> list[list[Step]]:
     return groups
 
 
+def _refuse_unforgettable(names: list[str], plan: Plan, directory: Path) -> None:
+    """``forget`` removes history only: refuse a name with no row, or with a file here (read or not)."""
+    applied = {row.name for row in plan.applied}
+    unknown = [name for name in names if name not in applied]
+    if unknown:
+        raise MigrationError(
+            f"forget {unknown[0]}: no row in {plan.tracking} has that name"
+            f"{' (nor ' + ', '.join(unknown[1:]) + ')' if len(unknown) > 1 else ''}; nothing was changed",
+            migration=unknown[0],
+        )
+    with os.scandir(directory) as entries:
+        present = {entry.name.rsplit(".", 1)[0]: entry.name for entry in entries}
+    for name in names:
+        if name in plan.by_name or name in present:
+            file_name = plan.by_name[name].file_name if name in plan.by_name else present[name]
+            raise MigrationError(
+                f"forget {name}: its file {file_name} is here, and forget removes only rows whose file is gone"
+                " (to undo the migration, use `down`); nothing was changed",
+                migration=name,
+            )
+
+
 def _interrupted(opened: Opened, steps: list[Step], done: int, stop: KeyboardInterrupt) -> RunInterrupted:
     """What a signal left: ``done`` steps finished, plus those of the transaction it hit if its COMMIT had
     already gone through (reported to ``on_migration`` now, so every adapter lists them)."""
     try:
         opened.session.rollback()
-        recorded = {row.name for row in tracking.read_applied(opened.session.cursor, upgrade=False) or []}
+        rows = tracking.read_applied(opened.session.cursor, opened.plan.tracking, upgrade=False)
+        recorded = {row.name for row in rows or []}
     except psycopg2.Error:  # the connection went with the interrupt: the transaction it hit was not committed
         recorded = {migration.name for migration, direction, _ in steps[done:] if direction == "down"}
     while done < len(steps) and (steps[done][0].name in recorded) == (steps[done][1] == "up"):

@@ -163,7 +163,9 @@ class Executor:
             return
         with suppress(psycopg2.Error):  # a lost connection: nothing more can be done from here
             self.session.cursor.execute(
-                "UPDATE public.pgmigrations SET run_on = run_on WHERE id = (SELECT max(id) FROM public.pgmigrations)"
+                sql.SQL("UPDATE {0} SET run_on = run_on WHERE id = (SELECT max(id) FROM {0})").format(
+                    self.session.options.tracking.identifier
+                )
             )
             self.unflushed = False
 
@@ -283,7 +285,7 @@ class Executor:
     def _closing(self, migration: Migration, direction: Direction, guard: Guard | None, *, settle: bool) -> list[str]:
         """What ends a migration inside its transaction: the session reset, its row, the data-loss guard, and
         (``settle``, in a group) its deferred constraints, checked as its own COMMIT would."""
-        closing = [self.session.restore, self.session.text(_row(migration, direction))]
+        closing = [self.session.restore, self.session.text(_row(self.session, migration, direction))]
         if guard and direction == "down":
             closing.append(guard.sql)
         if settle:
@@ -363,7 +365,8 @@ class Executor:
         implicit transaction with a check that the session still holds the migration lock (a statement may
         have released it: ``pg_advisory_unlock_all()``, ``DISCARD ALL`` run through EXECUTE)."""
         try:
-            self.session.cursor.execute(lock.ASSERT_HELD + ";\n" + self.session.text(_row(migration, direction)))
+            row = self.session.text(_row(self.session, migration, direction))
+            self.session.cursor.execute(lock.ASSERT_HELD + ";\n" + row)
         except psycopg2.Error as error:
             if self.session.conn.closed:
                 raise MigrationFailedError(
@@ -443,11 +446,11 @@ class Executor:
         return failure
 
 
-def _row(migration: Migration, direction: Direction) -> Composable:
+def _row(session: Session, migration: Migration, direction: Direction) -> Composable:
     """Recording (up) or removing (down) the migration's row."""
     if direction == "up":
-        return tracking.inserted(migration.name, migration.checksum)
-    return tracking.deleted(migration.name)
+        return tracking.inserted(session.options.tracking, migration.name, migration.checksum)
+    return tracking.deleted(session.options.tracking, migration.name)
 
 
 def _reversible(migration: Migration) -> bool:

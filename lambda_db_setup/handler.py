@@ -46,6 +46,7 @@ from .lint import LintReport, format_report, lint
 from .options import EngineOptions
 from .results import MigrationOutcome, RunResult
 from .settings import APPLICATION_NAME, BY_NAME, Settings
+from .tracking import TrackingTable
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -299,7 +300,7 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
             )
         complete = not result.pending
         if complete and invocation.ensure_roles:
-            complete = _ensure_roles(conn, invocation.declared, users, work_deadline)
+            complete = _ensure_roles(conn, invocation.declared, users, work_deadline, engine.options.tracking)
     if not complete and budget - time.monotonic() < EngineOptions.start_margin_seconds:
         raise _budget_spent(settings, result, invocation)
     return result, complete
@@ -400,7 +401,9 @@ def _refusal(report: LintReport) -> LintRefusedError:
     )
 
 
-def _ensure_roles(conn: Any, declared: rolespec.Declaration, users: list[roles.AppUser], deadline: float) -> bool:
+def _ensure_roles(
+    conn: Any, declared: rolespec.Declaration, users: list[roles.AppUser], deadline: float, tracking: TrackingTable
+) -> bool:
     """Ensure the declared roles if there is time for it; False leaves them to the next poll.
 
     Nothing declared: no role is touched; roles this tool still marks as managed here are only reported.
@@ -417,7 +420,7 @@ def _ensure_roles(conn: Any, declared: rolespec.Declaration, users: list[roles.A
     if deadline - time.monotonic() < ROLES_MIN_SECONDS:
         logger.info("migrations done; application roles left for the next poll (not enough time left)")
         return False
-    report = roles.ensure_roles(conn, declared.groups, users)
+    report = roles.ensure_roles(conn, declared.groups, users, tracking)
     logger.info("application roles ensured", extra={"changes": report.changes, "outcome": "roles"})
     if report.not_granted:
         logger.warning(

@@ -37,6 +37,14 @@ COMMANDS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "down": (("count", None), ("force", "--force"), ("dry_run", "--dry-run")),
     "repair": (),
     "baseline": (("to", "--to"), ("no_verify", "--no-verify")),
+    # in here there is no terminal to confirm on: the operator's confirm is forget's --yes
+    "forget": (
+        ("names", None),
+        ("all_gone", "--all-gone"),
+        ("dry_run", "--dry-run"),
+        ("json", "--json"),
+        ("confirm", "--yes"),
+    ),
 }
 CFN_KEYS = ("RequestType", "ResponseURL")
 
@@ -53,6 +61,8 @@ def needs_confirmation(command: str, args: dict[str, Any]) -> str | None:
         return "down reverts migrations"
     if command in ("repair", "baseline"):
         return f"{command} rewrites the migration history"
+    if command == "forget" and not args.get("dry_run"):
+        return "forget removes rows from the migration history"
     if command == "unlock" and args.get("terminate"):
         return "unlock --terminate ends the lock holder's session"
     return None
@@ -95,23 +105,26 @@ def _parse(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if unknown:
         raise EventError(f"operator {command} refused: unknown argument(s) {', '.join(unknown)}")
     for name, value in args.items():
-        if not isinstance(value, bool | int | str) or (name == "count" and isinstance(value, bool)):
-            raise EventError(f"operator {command} refused: {name} must be a flag, a number or a name")
+        names = name == "names" and isinstance(value, list) and all(isinstance(item, str) for item in value)
+        if not (names or isinstance(value, bool | int | str)) or (name == "count" and isinstance(value, bool)):
+            raise EventError(f"operator {command} refused: {name} must be a flag, a number, a name or names")
     return command, args
 
 
 def _argv(command: str, args: dict[str, Any]) -> list[str]:
     """The CLI's command line for the command: the same parser checks it as on an operator's machine."""
-    argv = [command]
+    argv, names = [command], []
     for name, flag in COMMANDS[command]:
         value = args.get(name)
         if value is None or value is False:
             continue
-        if flag is None:
+        if isinstance(value, list):
+            names = ["--", *value]  # last, after "--": a name may start with "-"
+        elif flag is None:
             argv.append(str(value))
         else:
             argv += [flag] if value is True else [flag, str(value)]
-    return argv
+    return argv + names
 
 
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:

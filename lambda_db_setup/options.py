@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .settings import APPLICATION_NAME, BY_NAME, Settings
+from .tracking import DEFAULT, TrackingTable
 
 
 def _default(name: str) -> Any:
@@ -32,6 +33,7 @@ class EngineOptions:
     application_name: str = APPLICATION_NAME
     client_check_interval_ms: int = 1000  # PostgreSQL 14+: end a dead runner's statement within this long
     single_transaction: bool = _default("single_transaction")  # consecutive transactional migrations commit together
+    tracking: TrackingTable = DEFAULT  # the history table: migrations_schema.migrations_table
 
     @classmethod
     def from_settings(cls, settings: Settings, **situation: Any) -> EngineOptions:
@@ -42,6 +44,7 @@ class EngineOptions:
             statement_timeout_ms=settings.statement_timeout_ms,
             adopt_existing_schema=settings.adopt_existing_schema,
             single_transaction=settings.single_transaction,
+            tracking=TrackingTable(settings.migrations_schema, settings.migrations_table),
             **situation,
         )
 

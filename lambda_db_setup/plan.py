@@ -1,10 +1,11 @@
-"""Files compared with ``pgmigrations``: what is applied, pending, missing, ahead, out of order or drifted.
+"""Files compared with the tracking table: what is applied, pending, missing, ahead, out of order or drifted.
 
 No I/O but reading applied files for their checksums: the engine reads the rows, this decides.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from .discovery import Migration, parse_file_name
 from .errors import DriftError, MigrationFileError, OrderError, TrackingTableError
-from .tracking import SCHEMA, TABLE, AppliedRow
+from .tracking import DEFAULT, AppliedRow, TrackingTable
 
-TRACKING = f"{SCHEMA}.{TABLE}"
+FORGET = "lambda-db-setup forget"  # the command that removes rows whose file is gone
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,19 @@ class Plan:
     by_name: dict[str, Migration] = field(repr=False)
     problems: list[str] = field(default_factory=list)  # rows no command can trust; each says how to fix it
     skipped: tuple[str, ...] = ()  # directory entries named like migrations but skipped, each saying why
+    tracking: TrackingTable = DEFAULT  # where the rows were read, to name it in messages
+
+    @property
+    def gone(self) -> list[str]:
+        """Applied names whose file is gone, missing or ahead, in the rows' order (what ``forget`` removes)."""
+        return [name for name in dict.fromkeys(row.name for row in self.applied) if name not in self.by_name]
+
+    def forget_command(self, names: list[str]) -> str:
+        """The command line removing the rows of ``names``, as a hint to print."""
+        return _forget(names, self.tracking)
 
     def refuse_problems(self) -> None:
-        """Refuse to change anything while ``pgmigrations`` holds rows that make its history ambiguous."""
+        """Refuse to change anything while the tracking table holds rows that make its history ambiguous."""
         if self.problems:
             raise TrackingTableError(f"{'; '.join(self.problems)}; nothing was changed")
 
@@ -45,12 +56,15 @@ class Plan:
             raise OrderError(
                 f"applied migration {self.missing[0]} has no file any more"
                 f"{' (nor ' + ', '.join(self.missing[1:]) + ')' if len(self.missing) > 1 else ''};"
-                " restore the file, or remove its row from pgmigrations if it was deliberately deleted",
+                f" restore the file, or if it was deliberately deleted remove"
+                f" {'its row' if len(self.missing) == 1 else 'their rows'}: `{self.forget_command(self.missing)}`",
                 migration=self.missing[0],
             )
         if self.ahead and not allow_ahead:
             raise OrderError(
-                f"the database is ahead of these files: {', '.join(self.ahead)} applied but not found here",
+                f"the database is ahead of these files: {', '.join(self.ahead)} applied but not found here;"
+                " use the newer files, or if those migrations are abandoned remove their rows:"
+                f" `{self.forget_command(self.ahead)}`",
                 migration=self.ahead[0],
             )
         if self.out_of_order:
@@ -88,7 +102,13 @@ class Plan:
         return newest_first[: max(count, 0)]
 
 
-def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None, *, skipped: tuple[str, ...] = ()) -> Plan:
+def make_plan(
+    migrations: list[Migration],
+    applied: list[AppliedRow] | None,
+    *,
+    skipped: tuple[str, ...] = (),
+    tracking: TrackingTable = DEFAULT,
+) -> Plan:
     """Compare the files with the applied rows (None: the tracking table does not exist yet)."""
     rows = applied or []
     by_name = {migration.name: migration for migration in migrations}
@@ -109,12 +129,24 @@ def make_plan(migrations: list[Migration], applied: list[AppliedRow] | None, *, 
         drifted=drifted,
         out_of_order=_first_out_of_order(migrations, applied_names),
         by_name=by_name,
-        problems=_duplicates(rows) + _bad_run_on(rows) or _run_on_order(migrations, rows),
+        problems=_duplicates(rows, tracking) + _bad_run_on(rows, tracking) or _run_on_order(migrations, rows, tracking),
         skipped=skipped,
+        tracking=tracking,
     )
 
 
-def _duplicates(rows: list[AppliedRow]) -> list[str]:
+def _forget(names: list[str], tracking: TrackingTable) -> str:
+    """The command line removing the rows of ``names`` (each quoted for a POSIX shell), naming a tracking table
+    that is not the default, wherever its settings came from."""
+    words = []
+    if tracking != DEFAULT:
+        words = ["--migrations-schema", tracking.schema, "--migrations-table", tracking.table]
+    if any(name.startswith("-") for name in names):
+        words.append("--")  # else read as a flag
+    return f"{FORGET} {shlex.join(words + names)}"
+
+
+def _duplicates(rows: list[AppliedRow], tracking: TrackingTable) -> list[str]:
     """Names recorded more than once: which rows, and the DELETE keeping the oldest."""
     ids: defaultdict[str, list[int]] = defaultdict(list)
     for row in rows:
@@ -125,24 +157,24 @@ def _duplicates(rows: list[AppliedRow]) -> list[str]:
             extra = sorted(found)[1:]
             where = f"id = {extra[0]}" if len(extra) == 1 else f"id IN ({', '.join(map(str, extra))})"
             problems.append(
-                f"{TRACKING} has {len(found)} rows for {name} (ids {', '.join(map(str, sorted(found)))}):"
-                f" delete the duplicate (DELETE FROM {TRACKING} WHERE {where})"
+                f"{tracking} has {len(found)} rows for {name} (ids {', '.join(map(str, sorted(found)))}):"
+                f" delete the duplicate (DELETE FROM {tracking} WHERE {where})"
             )
     return problems
 
 
-def _bad_run_on(rows: list[AppliedRow]) -> list[str]:
+def _bad_run_on(rows: list[AppliedRow], tracking: TrackingTable) -> list[str]:
     """Rows whose run_on is NULL or not a timestamp: their order, and so what `down` reverts, is unknown."""
     return [
-        f"{TRACKING} row id {row.id} ({row.name}) has run_on {row.run_on!r}, not a timestamp: set it to when it"
-        f" ran (UPDATE {TRACKING} SET run_on = '...' WHERE id = {row.id})"
+        f"{tracking} row id {row.id} ({row.name}) has run_on {row.run_on!r}, not a timestamp: set it to when it"
+        f" ran (UPDATE {tracking} SET run_on = '...' WHERE id = {row.id})"
         + (" and make the column timestamp NOT NULL" if row.run_on is None else "")
         for row in rows
         if not isinstance(row.run_on, datetime)
     ]
 
 
-def _run_on_order(migrations: list[Migration], rows: list[AppliedRow]) -> list[str]:
+def _run_on_order(migrations: list[Migration], rows: list[AppliedRow], tracking: TrackingTable) -> list[str]:
     """A row recorded (run_on, id) before a row whose file sorts earlier: node-pg-migrate would revert by
     run_on, this engine by file order; rather than guess which was meant, it is reported."""
     position = {migration.name: index for index, migration in enumerate(migrations)}
@@ -150,9 +182,9 @@ def _run_on_order(migrations: list[Migration], rows: list[AppliedRow]) -> list[s
     for earlier, later in pairwise(known):
         if position[later.name] < position[earlier.name]:
             return [
-                f"{TRACKING} records {earlier.name} (id {earlier.id}, run_on {earlier.run_on}) before {later.name}"
+                f"{tracking} records {earlier.name} (id {earlier.id}, run_on {earlier.run_on}) before {later.name}"
                 f" (id {later.id}, run_on {later.run_on}) although its file sorts after: which to revert first is"
-                f" ambiguous; make run_on follow file order (UPDATE {TRACKING} SET run_on = ... WHERE id = ...)"
+                f" ambiguous; make run_on follow file order (UPDATE {tracking} SET run_on = ... WHERE id = ...)"
             ]
     return []
 

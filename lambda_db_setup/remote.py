@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if command not in operator.COMMANDS:
         raise ConfigurationError(f"--lambda runs {', '.join(operator.COMMANDS)}; not {command}")
     given = {name: getattr(args, name, None) for name, _ in operator.COMMANDS[command]}
-    arguments = {name: value for name, value in given.items() if value is not None and value is not False}
+    arguments = {name: value for name, value in given.items() if value not in (None, False, [])}
     refusal = operator.needs_confirmation(command, arguments)
     if refusal and (command == "up" or not getattr(args, "confirm", False)):
         raise ConfigurationError(f"{refusal}: run it with --confirm (nothing was invoked)")

@@ -16,6 +16,7 @@ from .lock import LockHolder
 from .plan import Plan
 from .progress import Progress
 from .results import MigrationOutcome, RunResult
+from .tracking import AppliedRow
 
 
 @dataclass
@@ -140,7 +141,7 @@ def attention(plan: Plan) -> list[str]:
     """What in the plan needs a person before anything can run (``status`` exits 1 for it)."""
     found = [f"{len(names)} {title}" for title, names in _lists(plan) if names]
     found += ["migrations out of order"] if plan.out_of_order else []
-    return found + ([f"{len(plan.problems)} pgmigrations problem(s)"] if plan.problems else [])
+    return found + ([f"{len(plan.problems)} {plan.tracking} problem(s)"] if plan.problems else [])
 
 
 def _lists(plan: Plan) -> tuple[tuple[str, list[str]], ...]:
@@ -163,6 +164,21 @@ def status_document(plan: Plan, needs: list[str]) -> dict[str, Any]:
     }
 
 
+def forget_document(rows: list[AppliedRow], *, dry_run: bool) -> dict[str, Any]:
+    """What ``forget --json`` prints: the rows removed (or, in a dry run, that would be)."""
+    forgotten = [{"id": row.id, "name": row.name, "run_on": _run_on(row.run_on, iso=True)} for row in rows]
+    return {"command": "forget", "ok": True, "dry_run": dry_run, "forgotten": forgotten}
+
+
+def forget_lines(rows: list[AppliedRow], tracking: str, *, dry_run: bool) -> list[str]:
+    """The rows ``forget`` removed, or would remove, as lines."""
+    if not rows:
+        return [f"nothing to forget: every row in {tracking} has its file"]
+    lines = [f"{'would remove' if dry_run else 'removed'} {len(rows)} row(s) from {tracking}:"]
+    lines += [f"  {_run_on(row.run_on)}  {row.name}" for row in rows]
+    return lines + (["dry run: nothing was changed"] if dry_run else [])
+
+
 def print_status(plan: Plan) -> None:
     print(f"applied ({len(plan.applied)}):")
     for row in plan.applied:
@@ -176,6 +192,8 @@ def print_status(plan: Plan) -> None:
             print(f"{title} ({len(names)}): {', '.join(names)}")
     if plan.out_of_order:
         print(f"out of order: Not run migration {plan.out_of_order[0]} is preceding already run {plan.out_of_order[1]}")
+    if plan.gone:
+        print(f"rows whose file is gone are removed with: {plan.forget_command(plan.gone)}")
     for problem in plan.problems:
         print(f"problem: {problem}")
 

@@ -78,14 +78,20 @@ class RolesReport:
     unmanaged: list[str]
 
 
-def ensure_roles(conn: Connection, groups: Sequence[AppGroup], users: Sequence[AppUser]) -> RolesReport:
-    """Make roles, users and privileges what the declaration says, in one transaction."""
+def ensure_roles(
+    conn: Connection,
+    groups: Sequence[AppGroup],
+    users: Sequence[AppUser],
+    tracking_table: tracking.TrackingTable = tracking.DEFAULT,
+) -> RolesReport:
+    """Make roles, users and privileges what the declaration says, in one transaction; the migration history
+    (``tracking_table``) is never granted."""
     conn.autocommit = True
     with conn.cursor() as cursor:
         cursor.execute("BEGIN")
         try:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK_ID,))
-            report = _apply(cursor, conn, groups, users)
+            report = _apply(cursor, conn, groups, users, _Objects(cursor, tracking_table))
             cursor.execute("COMMIT")
         except psycopg2.Error as error:
             cursor.execute("ROLLBACK")
@@ -105,14 +111,15 @@ def undeclared_roles(conn: Connection) -> list[str]:
         return sorted(name for name, entries in rolemarks.read(cursor).entries.items() if database in entries)
 
 
-def _apply(cursor: Cursor, conn: Connection, groups: Sequence[AppGroup], users: Sequence[AppUser]) -> RolesReport:
+def _apply(
+    cursor: Cursor, conn: Connection, groups: Sequence[AppGroup], users: Sequence[AppUser], objects: _Objects
+) -> RolesReport:
     cursor.execute("SELECT current_database(), current_user")
     database, admin = cursor.fetchone()
     _refuse_admin(admin, [group.name for group in groups] + [user.login.username for user in users])
     _require_schemas(cursor, groups, database)
     marks = rolemarks.read(cursor)
     managed = {group.name for group in groups} | marks.names(database, rolemarks.GROUP)
-    objects = _Objects(cursor)
     changes: list[str] = []
     for group in groups:
         changes += _ensure_role(cursor, group.name, login=False)
@@ -153,8 +160,9 @@ def _require_schemas(cursor: Cursor, groups: Sequence[AppGroup], database: str) 
 class _Objects:
     """The tables and sequences of each schema the admin can grant on, looked up once per run."""
 
-    def __init__(self, cursor: Cursor) -> None:
+    def __init__(self, cursor: Cursor, history: tracking.TrackingTable) -> None:
         self._cursor = cursor
+        self.history = history
         self._by_schema: dict[str, tuple[list[str], list[str]]] = {}
         self.not_granted: list[str] = []
         self.history_grantable = False  # the migration history table exists and the admin can grant on it
@@ -163,8 +171,8 @@ class _Objects:
         """(tables and views, sequences) of ``schema``, the migration history left out."""
         if schema not in self._by_schema:
             tables, sequences, not_granted = _grantable_objects(self._cursor, schema)
-            if schema == tracking.SCHEMA and tracking.TABLE in tables:
-                tables.remove(tracking.TABLE)  # the application may not rewrite the migration history
+            if schema == self.history.schema and self.history.table in tables:
+                tables.remove(self.history.table)  # the application may not rewrite the migration history
                 self.history_grantable = True
             self._by_schema[schema] = (tables, sequences)
             self.not_granted += [f"{schema}.{name}" for name in not_granted]
@@ -204,8 +212,8 @@ def _grant(cursor: Cursor, objects: _Objects, group: AppGroup, database: str) ->
     statements = [sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), role)]
     for schema in group.schemas:
         statements += _privilege_statements(objects, schema, LEVELS[group.privilege], role, grant=True)
-    if tracking.SCHEMA in group.schemas and objects.history_grantable:  # a JavaScript-era grant is taken back too
-        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(tracking.QUALIFIED, role))
+    if objects.history.schema in group.schemas and objects.history_grantable:  # a JavaScript-era grant taken back
+        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(objects.history.identifier, role))
     cursor.execute(sql.SQL("; ").join(statements))
 
 

@@ -98,17 +98,23 @@ def compare(cursor: Cursor, migrations: Sequence[Migration], prepared: Sequence[
     return Comparison(tables=tables, absent=absent, differences=differences)
 
 
-def adoptable(cursor: Cursor, targets: Sequence[Migration], prepared: Sequence[Prepared]) -> list[Migration]:
+def adoptable(
+    cursor: Cursor,
+    targets: Sequence[Migration],
+    prepared: Sequence[Prepared],
+    tracking_table: tracking.TrackingTable,
+) -> list[Migration]:
     """What the original Lambda did for a schema built before tracking: the migrations to record, if it matches.
 
-    An empty ``public`` is a new database: nothing to rehearse. Otherwise it rehearses the leading
-    migrations that run in a transaction; when none of their tables exist this is a new database too.
-    When all exist exactly as they would build them, those are returned, to be recorded without running.
+    An empty ``public`` (the tracking table aside) is a new database: nothing to rehearse. Otherwise it
+    rehearses the leading migrations that run in a transaction; when none of their tables exist this is a new
+    database too. When all exist exactly as they would build them, those are returned, to be recorded without running.
     Anything in between is refused: applying over an unknown schema is a guess.
     """
     cursor.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'public' AND tablename <> %s)",
-        (tracking.TABLE,),
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'public'"
+        " AND NOT (schemaname = %s AND tablename = %s))",
+        (tracking_table.schema, tracking_table.table),
     )
     (has_tables,) = cursor.fetchone()
     leading = next((i for i, built in enumerate(prepared) if not built.use_transaction), len(targets))

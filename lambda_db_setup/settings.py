@@ -24,6 +24,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 VERIFYING_SSL_MODES = ("verify-ca", "verify-full")
 PROJECT_TABLE = "[tool.lambda_db_setup]"  # the pyproject.toml table the CLI reads defaults from
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: a longer name would be cut silently
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Setting:
     context: str | None = None
     minimum: float | None = None
     choices: tuple[str, ...] = ()
+    identifier: bool = False  # a PostgreSQL name: used exactly as written (quoted), so checked as one
 
     def parse(self, text: str, source: str) -> Any:
         """``text`` as this setting's type; ``source`` (the variable or flag) is named in the error."""
@@ -48,6 +50,8 @@ class Setting:
             return _choice(text, self.choices, source)
         if self.kind in (int, float):
             return _number(text, self.kind, self.minimum, source)
+        if self.identifier:
+            return _identifier(text, source)
         return Path(text) if self.kind is Path else text
 
 
@@ -61,6 +65,16 @@ SETTINGS: tuple[Setting, ...] = (
         "the migrations directory; relative: to the project root for the CLI (a flag: to the working directory),"
         " to the working directory for the Lambda (its asset root)",
         env="MIGRATIONS_DIR", flag="--migrations-dir",
+    ),
+    Setting(
+        "migrations_schema", str, "public",
+        "schema of the tracking table (node-pg-migrate's --migrations-schema); created if missing",
+        env="MIGRATIONS_SCHEMA", flag="--migrations-schema", context="migrationsSchema", identifier=True,
+    ),
+    Setting(
+        "migrations_table", str, "pgmigrations",
+        "name of the tracking table (node-pg-migrate's --migrations-table), exactly as written (case kept)",
+        env="MIGRATIONS_TABLE", flag="--migrations-table", context="migrationsTable", identifier=True,
     ),
     Setting(
         "lock_wait_seconds", float, 30.0,
@@ -134,7 +148,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "lambda_function", str, None,
         "the deployed migration function (output MigrationFunctionName): the CLI runs status, check, unlock,"
-        " up --dry-run and (with --confirm) down, repair, baseline and unlock --terminate in it",
+        " up --dry-run, forget --dry-run and (with --confirm) down, repair, baseline, forget and unlock --terminate"
+        " in it",
         env="DB_MIGRATIONS_LAMBDA", flag="--lambda",
     ),
     Setting(
@@ -171,6 +186,8 @@ class Settings:
 
     database_url: str | None
     migrations_dir: Path
+    migrations_schema: str
+    migrations_table: str
     lock_wait_seconds: float
     lock_timeout_ms: int
     statement_timeout_ms: int
@@ -324,6 +341,15 @@ def _choice(value: str, choices: tuple[str, ...], source: str) -> str:
     if value not in choices:
         raise ConfigurationError(f"{source} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def _identifier(text: str, source: str) -> str:
+    """A PostgreSQL name: not empty, no NUL character, at most 63 bytes (longer ones PostgreSQL would cut)."""
+    if not text or "\x00" in text or len(text.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise ConfigurationError(
+            f"{source} must be a PostgreSQL name: 1 to {MAX_IDENTIFIER_BYTES} bytes of UTF-8, no NUL; got {text!r}"
+        )
+    return text
 
 
 def _number(text: str, kind: type, minimum: float | None, source: str) -> int | float:

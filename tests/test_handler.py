@@ -97,6 +97,8 @@ def deployment(database_url: str, conn, migrations_dir: Path, monkeypatch: pytes
         "SQUAWK_BINARY",
         "ADOPT_EXISTING_SCHEMA",
         "SINGLE_TRANSACTION",
+        "MIGRATIONS_SCHEMA",
+        "MIGRATIONS_TABLE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", cfn_events.REGION)

@@ -251,7 +251,7 @@ def test_a_commit_that_slipped_past_the_checks_is_reported_not_recorded(conn, da
     runner = psycopg2.connect(database_url)
     try:
         with open_session(runner, EngineOptions(), take_lock=True) as session:
-            tracking.ensure_table(session.cursor)
+            tracking.ensure_table(session.cursor, session.options.tracking)
             with pytest.raises(MigrationFailedError, match="a statement ended the migration's transaction") as caught:
                 Executor(session).run([(parse_file_name(path), "up", prepared)])
     finally:
@@ -285,6 +285,6 @@ def test_a_run_that_fails_waits_for_what_it_committed(counted, conn, migrations_
     write_sql(migrations_dir, "3000_bad", "INSERT INTO missing_table VALUES (1);")
     with pytest.raises(MigrationFailedError):
         Engine(counted, migrations_dir).up()
-    flushes = [query for query in CountingCursor.sent if query.startswith("UPDATE public.pgmigrations SET run_on")]
+    flushes = [query for query in CountingCursor.sent if query.startswith('UPDATE "public"."pgmigrations" SET run_on')]
     assert len(flushes) == 1
     assert applied_names(conn) == ["1000_a", "2000_b"]

@@ -25,8 +25,10 @@ from constructs import Construct, IDependable
 
 from lambda_db_setup.cdk import appusers, bundling
 from lambda_db_setup.cdk.appusers import AppUser
+from lambda_db_setup.errors import ConfigurationError
 from lambda_db_setup.rolespec import AppGroup
 from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
+from lambda_db_setup.tracking import TrackingTable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
 HANDLER_MODULE = "lambda_db_setup.handler"
@@ -108,6 +110,8 @@ class DatabaseMigrations(Construct):
         statement_timeout_ms: int = BY_NAME["statement_timeout_ms"].default,
         adopt_existing_schema: bool = BY_NAME["adopt_existing_schema"].default,
         single_transaction: bool = BY_NAME["single_transaction"].default,
+        migrations_schema: str = BY_NAME["migrations_schema"].default,
+        migrations_table: str = BY_NAME["migrations_table"].default,
         lint_before_apply: bool = BY_NAME["lint_before_apply"].default,
         metrics_namespace: str = BY_NAME["metrics_namespace"].default,
         log_level: str = BY_NAME["log_level"].default,
@@ -135,6 +139,7 @@ class DatabaseMigrations(Construct):
             "iam_auth": iam_auth,
             "lint_before_apply": lint_before_apply,
             "single_transaction": single_transaction,
+            **_tracking_table(migrations_schema, migrations_table),
         }
         common = {
             "role": role,
@@ -312,6 +317,19 @@ def _endpoint(target: Target) -> str:
     if hasattr(target, "cluster_endpoint"):
         return target.cluster_endpoint.socket_address
     return target.instance_endpoint.socket_address
+
+
+def _tracking_table(schema: str, table: str) -> dict[str, str]:
+    """The tracking table's settings that differ from node-pg-migrate's default (unset: the handler's default),
+    checked as the handler will read them, so a bad name fails the synth."""
+    values = {"migrations_schema": schema, "migrations_table": table}
+    try:
+        for name, value in values.items():
+            BY_NAME[name].parse(value, name)
+        TrackingTable(schema, table)
+    except ConfigurationError as error:
+        raise ValueError(str(error)) from None
+    return {name: value for name, value in values.items() if value != BY_NAME[name].default}
 
 
 def _checked(trigger: str, migrations_dir: str | Path) -> Path:
