@@ -205,10 +205,10 @@ class DbMigrationsStack(Stack):
             "MigrationLogGroupName": self.migrations.log_groups["OnEvent"].log_group_name,
             "MigrationIsCompleteLogGroupName": self.migrations.log_groups["IsComplete"].log_group_name,
             # what `--lambda` invokes: whoever may lambda:InvokeFunction runs operator commands
-            "MigrationFunctionName": self.migrations.on_event.function_name,
+            "MigrationFunctionName": self.migrations.on_event_function_name,
             "AlarmTopicArn": self.alarm.topic.topic_arn,
-            "AppliedCount": self.migrations.resource.get_att_string("AppliedCount"),
-            "LastMigration": self.migrations.resource.get_att_string("LastMigration"),
+            "AppliedCount": self.migrations.applied_count,
+            "LastMigration": self.migrations.last_migration,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

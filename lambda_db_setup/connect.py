@@ -37,6 +37,7 @@ PERMANENT_FAILURES = (
     "certificate",  # verification failed, does not match the host name, or the CA file is unreadable
     "server does not support SSL",
 )
+UNVERIFIED = "certificate verify failed"  # the CA bundle holds no CA of the server's chain
 REFUSED = "Connection refused"  # libpq's text when nothing listens yet: a paused cluster resuming, say
 
 
@@ -81,7 +82,7 @@ def connect(login: AdminLogin, settings: Settings, *, deadline: float, applicati
             conn = psycopg2.connect(**parameters, connect_timeout=int(min(settings.connect_timeout_seconds, left)))
         except psycopg2.OperationalError as error:
             reason = _one_line(error)
-            _raise_permanent(error, reason, where)
+            _raise_permanent(error, reason, where, settings)
             pause = min(backoff, MAX_BACKOFF_SECONDS) * random.uniform(0.5, 1.0)
             if time.monotonic() + pause + MIN_CONNECT_TIMEOUT_SECONDS > deadline:
                 raise ConnectError(
@@ -127,8 +128,14 @@ def _parameters(where: Target, password: str, settings: Settings, application_na
     return parameters
 
 
-def _raise_permanent(error: psycopg2.OperationalError, reason: str, where: Target) -> None:
-    """Raise at once for the failures no retry can fix."""
+def _raise_permanent(error: psycopg2.OperationalError, reason: str, where: Target, settings: Settings) -> None:
+    """Raise at once for the failures no retry can fix; an unverified certificate names the bundle tried."""
+    if UNVERIFIED in reason:
+        raise ConnectError(
+            f"cannot connect to {where.describe()}: {reason}; the CA bundle {settings.ca_bundle} (DB_CA_BUNDLE) holds"
+            " no CA of the server's certificate chain (an RDS Proxy chains to the Amazon Root CAs, an instance's or"
+            " cluster's own endpoint to the Amazon RDS CAs)"
+        ) from error
     if WRONG_PASSWORD in reason:
         raise ConnectError(
             f"login to {where.describe()} refused: wrong password (SQLSTATE 28P01);"

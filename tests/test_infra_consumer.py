@@ -21,10 +21,13 @@ from typing import Any
 import psycopg2
 import pytest
 
+from tests.test_cdk_construct import physical_names
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 README = PROJECT_ROOT / "README.md"
 CONSUMER_MIGRATION = "1767225600000_create_orders.sql"
 PROXY_SECURITY_GROUP = "sg-0a1b2c3d"
+SECRETS_MANAGER_SECURITY_GROUP = "sg-0e1f2a3b"
 
 
 def readme_example() -> str:
@@ -68,14 +71,31 @@ def check_consumer_template(template: dict[str, Any], outdir: Path) -> Path:
         assert env["DB_SECRET_ARN"].endswith(":secret:orders/admin-AbCdEf")
         assert function["VpcConfig"]["SubnetIds"] == ["subnet-0a1b", "subnet-2c3d"]
     ingress = [r["Properties"] for r in resources if r["Type"] == "AWS::EC2::SecurityGroupIngress"]
-    assert [(rule["GroupId"], rule["FromPort"]) for rule in ingress] == [(PROXY_SECURITY_GROUP, 5432)]
+    assert sorted((rule["GroupId"], rule["FromPort"]) for rule in ingress) == [
+        (PROXY_SECURITY_GROUP, 5432),
+        (SECRETS_MANAGER_SECURITY_GROUP, 443),  # the endpoint the functions read their secrets through
+    ]
     (asset_dir,) = [path for path in outdir.glob("asset.*") if (path / "lambda_db_setup").is_dir()]
     assert sorted(p.name for p in (asset_dir / "migrations").iterdir()) == [CONSUMER_MIGRATION]
     assert (asset_dir / "lambda_db_setup" / "handler.py").is_file()
     assert not (asset_dir / "lambda_db_setup" / "cdk").exists() and not (asset_dir / "aws_cdk").exists()
     report = json.loads((outdir / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+    assert synth_messages(outdir) == []  # no warning either (a route to Secrets Manager, say)
     return asset_dir
+
+
+def synth_messages(outdir: Path) -> list[tuple[str, str, str]]:
+    """(construct path, level, text) of every annotation the synth wrote into the cloud assembly."""
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    levels = ("aws:cdk:warning", "aws:cdk:error")
+    return [
+        (path, entry["type"], str(entry["data"]))
+        for artifact in manifest["artifacts"].values()
+        for path, entries in artifact.get("metadata", {}).items()
+        for entry in entries
+        if entry["type"] in levels
+    ]
 
 
 def test_the_readme_example_synthesizes_with_imported_resources(tmp_path: Path, database_url: str) -> None:
@@ -107,6 +127,10 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = wheels.glob("lambda_db_setup-0.1.0-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "lambda_db_setup/cdk/requirements-lambda.txt" in names
+    assert "lambda_db_setup/certs/rds-global-bundle.pem" in names  # for targets without a proxy
+    (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+    requires = zipfile.ZipFile(wheel).read(metadata_name).decode()
+    assert re.search(r'^Requires-Dist: cdk-nag\b.*; extra == "cdk"$', requires, re.MULTILINE)  # the example's import
     assert not [name for name in names if name.startswith(("migrations/", "infra/", "tests/"))]
     target = tmp_path_factory.mktemp("site")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
@@ -136,3 +160,99 @@ def test_a_consumer_app_synthesizes_from_the_installed_wheel(installed_wheel: Pa
     template, outdir, package = synth_consumer(tmp_path / "consumer", [installed_wheel])
     assert Path(package).is_relative_to(installed_wheel), package
     check_consumer_template(template, outdir)
+
+
+TEAM_APP = """
+import sys
+from aws_cdk import App, Stack, Validations, aws_ec2 as ec2, aws_rds as rds, aws_secretsmanager as sm
+from cdk_nag import AwsSolutionsChecks
+import lambda_db_setup
+from lambda_db_setup.cdk import AppUser, DatabaseMigrations
+
+app = App()
+stack = Stack(app, "Shop", env={"account": "123456789012", "region": "eu-west-1"})
+vpc = ec2.Vpc.from_vpc_attributes(
+    stack, "Vpc", vpc_id="vpc-0a1b2c3d", availability_zones=["eu-west-1a", "eu-west-1b"],
+    isolated_subnet_ids=["subnet-0a1b", "subnet-2c3d"],
+)
+endpoint = ec2.InterfaceVpcEndpoint.from_interface_vpc_endpoint_attributes(
+    stack, "SecretsManager", vpc_endpoint_id="vpce-0a1b2c3d", port=443,
+    security_groups=[ec2.SecurityGroup.from_security_group_id(stack, "EndpointSg", "sg-0e1f2a3b")],
+)
+database_sg = ec2.SecurityGroup.from_security_group_id(stack, "DatabaseSg", "sg-0a1b2c3d")
+proxy = rds.DatabaseProxy.from_database_proxy_attributes(
+    stack, "OrdersProxy", db_proxy_name="orders", security_groups=[database_sg],
+    db_proxy_arn="arn:aws:rds:eu-west-1:123456789012:db-proxy:prx-0a1b2c3d",
+    endpoint="orders.proxy-c0ffee.eu-west-1.rds.amazonaws.com",
+)
+instance = rds.DatabaseInstance.from_database_instance_attributes(
+    stack, "Reporting", instance_identifier="reporting", port=5432, security_groups=[database_sg],
+    instance_endpoint_address="reporting.c0ffee.eu-west-1.rds.amazonaws.com",
+)
+
+
+def secret(name):
+    return sm.Secret.from_secret_complete_arn(
+        stack, name, f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:{name}-AbCdEf"
+    )
+
+
+for construct_id, target in (("OrdersMigrations", proxy), ("ReportingMigrations", instance)):
+    prefix = construct_id.removesuffix("Migrations").lower()
+    groups = ("readwrite", "tablecreator")
+    users = [AppUser(f"{prefix}_{group}", secret(f"{prefix}/{group}"), group) for group in groups]
+    DatabaseMigrations(
+        stack, construct_id, vpc=vpc, target=target, target_security_group=database_sg,
+        admin_secret=secret(f"{prefix}/admin"), app_users=users, migrations_dir=f"db/{prefix}",
+        secrets_manager_endpoint=endpoint, trigger="content-hash",
+    )
+Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+app.synth()
+print("PACKAGE", lambda_db_setup.__file__, file=sys.stderr)
+"""
+TEAM_RUNS = (  # each run's migrations, its target's endpoint, and the CA bundle for that kind of target
+    ("orders", "orders.proxy-c0ffee.eu-west-1.rds.amazonaws.com", "certifi/cacert.pem"),
+    ("reporting", "reporting.c0ffee.eu-west-1.rds.amazonaws.com:5432", "lambda_db_setup/certs/rds-global-bundle.pem"),
+)
+
+
+def test_a_team_app_with_a_proxy_and_an_instance_synthesizes_from_the_installed_wheel(
+    installed_wheel: Path, tmp_path: Path
+) -> None:
+    """Two DatabaseMigrations in one stack, one through a proxy, one to an instance: cdk-nag clean, no warning,
+    unique names within Lambda's limit, and each asset with its own migrations and the CA bundle its target needs.
+    """
+    app_dir = tmp_path / "shop"
+    for prefix in ("orders", "reporting"):
+        (app_dir / "db" / prefix).mkdir(parents=True)
+        (app_dir / "db" / prefix / f"1767225600000_{prefix}.sql").write_text(f"CREATE TABLE {prefix} (id int);\n")
+    (app_dir / "app.py").write_text(TEAM_APP)
+    (app_dir / ".cdk-bundle-cache").symlink_to(PROJECT_ROOT / ".cdk-bundle-cache")
+    outdir = app_dir / "cdk.out"
+    env = {**os.environ, "PYTHONPATH": str(installed_wheel), "CDK_OUTDIR": str(outdir)}
+    result = subprocess.run([sys.executable, "app.py"], cwd=app_dir, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Path(re.search(r"^PACKAGE (.*)$", result.stderr, re.MULTILINE).group(1)).is_relative_to(installed_wheel)
+    report = json.loads((outdir / "validation-report.json").read_text())
+    assert [violation for r in report["pluginReports"] for violation in r["violations"]] == []  # none, warnings too
+    assert synth_messages(outdir) == []
+    template = json.loads((outdir / "Shop.template.json").read_text())
+    stack_id = "arn:aws:cloudformation:eu-west-1:123456789012:stack/Shop/51af3dc0-da77-11e4-872e-1234567db123"
+    names = physical_names(template, stack_id)
+    assert len({value for _, _, value in names}) == len(names) == 8  # 4 functions, 4 log groups
+    assert all(len(value) <= 64 for _, key, value in names if key == "FunctionName")
+    for prefix, endpoint, bundle in TEAM_RUNS:
+        (asset,) = [
+            path for path in outdir.glob("asset.*") if (path / "migrations" / f"1767225600000_{prefix}.sql").exists()
+        ]
+        assert (asset / bundle).is_file()
+        variables = [
+            resource["Properties"]["Environment"]["Variables"]
+            for resource in template["Resources"].values()
+            if resource.get("Properties", {}).get("Code", {}).get("S3Key") == f"{asset.name.removeprefix('asset.')}.zip"
+        ]
+        assert [(env["DB_PROXY_ENDPOINT"], env["DB_CA_BUNDLE"]) for env in variables] == 2 * [
+            (endpoint, f"/var/task/{bundle}")
+        ]
+    shipped = installed_wheel / "lambda_db_setup" / "certs" / "rds-global-bundle.pem"
+    assert (asset / bundle).read_bytes() == shipped.read_bytes()  # the instance's run, last in TEAM_RUNS

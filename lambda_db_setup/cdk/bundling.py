@@ -4,9 +4,10 @@ The asset is the installed ``lambda_db_setup`` package (wherever it lives: a sou
 site-packages; without its ``cdk`` subpackage, which imports aws-cdk-lib) and the app's migrations directory
 (as ``migrations/``) beside the runtime dependencies of ``requirements-lambda.txt`` (package data next to this
 module), installed as Linux/arm64 CPython 3.12 wheels; with ``lint=True`` also squawk
-(``requirements-lambda-lint.txt``), whose native binary lands at ``bin/squawk``. The pip step is the slow one
-(and the only one needing PyPI), so its result is kept in a cache directory (``.cdk-bundle-cache/`` in the
-working directory by default) keyed by the requirements' content: later synths only copy files.
+(``requirements-lambda-lint.txt``), whose native binary lands at ``bin/squawk``; with a team's own CA bundle,
+that file as ``ca-bundle.pem`` (the package's own RDS bundle travels inside it, see ``tls``). The pip step is
+the slow one (and the only one needing PyPI), so its result is kept in a cache directory (``.cdk-bundle-cache/``
+in the working directory by default) keyed by the requirements' content: later synths only copy files.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, FileSystem, ILocalBundling
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
+
+from lambda_db_setup.cdk.tls import TEAM_BUNDLE
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the lambda_db_setup package, installed or not
 REQUIREMENTS = Path(__file__).with_name("requirements-lambda.txt")
@@ -93,10 +96,11 @@ def _ignore_bytecode_and_cdk(directory: str, names: list[str]) -> set[str]:
 class LocalPipBundling:
     """CDK's local-bundling hook: the pip-installed dependencies, then the code and migrations beside them."""
 
-    def __init__(self, migrations_dir: Path, *, lint: bool, cache_dir: Path) -> None:
+    def __init__(self, migrations_dir: Path, *, lint: bool, cache_dir: Path, ca_bundle: Path | None = None) -> None:
         self.migrations_dir = migrations_dir
         self.lint = lint
         self.cache_dir = cache_dir
+        self.ca_bundle = ca_bundle
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         """Fill ``output_dir`` with the asset; returns True so CDK never falls back to Docker."""
@@ -109,19 +113,30 @@ class LocalPipBundling:
         output = Path(output_dir)
         shutil.copytree(PACKAGE_DIR, output / PACKAGE_DIR.name, ignore=_ignore_bytecode_and_cdk)
         shutil.copytree(self.migrations_dir, output / MIGRATIONS, ignore=_ignore_bytecode)
+        if self.ca_bundle is not None:
+            shutil.copyfile(self.ca_bundle, output / TEAM_BUNDLE)
         return True
 
 
 def lambda_asset(
-    scope: Construct, construct_id: str, migrations_dir: Path, *, lint: bool, cache_dir: str | Path = DEFAULT_CACHE_DIR
+    scope: Construct,
+    construct_id: str,
+    migrations_dir: Path,
+    *,
+    lint: bool,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    ca_bundle: Path | None = None,
 ) -> s3_assets.Asset:
     """The migration Lambda's code, hashed from what it bundles and bundled locally; with ``lint``, squawk too.
 
-    The hash covers the package (its requirements included), the migrations and the lint switch, so it
-    changes when (and only when) the deployed code, migrations or pinned dependencies change. An S3 asset
-    rather than ``Code.from_asset`` so that the construct can read the hash (``asset_hash``).
+    The hash covers the package (its requirements and CA bundles included), the migrations, the lint switch
+    and a team's CA bundle, so it changes when (and only when) the deployed code, migrations, pinned
+    dependencies or trusted CAs change. An S3 asset rather than ``Code.from_asset`` so that the construct can
+    read the hash (``asset_hash``).
     """
     parts = [fingerprint(PACKAGE_DIR), fingerprint(migrations_dir), f"lint={lint}"]
+    if ca_bundle is not None:
+        parts.append(f"ca_bundle={hashlib.sha256(ca_bundle.read_bytes()).hexdigest()}")
     return s3_assets.Asset(
         scope,
         construct_id,
@@ -130,6 +145,6 @@ def lambda_asset(
         asset_hash=hashlib.sha256("\0".join(parts).encode()).hexdigest(),
         bundling=BundlingOptions(
             image=DockerImage.from_registry(UNUSED_DOCKER_IMAGE),
-            local=LocalPipBundling(migrations_dir, lint=lint, cache_dir=Path(cache_dir)),
+            local=LocalPipBundling(migrations_dir, lint=lint, cache_dir=Path(cache_dir), ca_bundle=ca_bundle),
         ),
     )

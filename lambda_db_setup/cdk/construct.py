@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Acknowledgment, Aws, CustomResource, Duration, Fn, Stack, Validations
+from aws_cdk import Acknowledgment, CustomResource, Duration, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -23,7 +23,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IDependable
 
-from lambda_db_setup.cdk import appusers, bundling
+from lambda_db_setup.cdk import appusers, bundling, naming, routes, tls
 from lambda_db_setup.cdk.appusers import AppUser
 from lambda_db_setup.errors import ConfigurationError
 from lambda_db_setup.rolespec import AppGroup
@@ -38,7 +38,6 @@ TRIGGERS = (ALWAYS, CONTENT_HASH)
 MANAGED_POLICY_ARN = "arn:<AWS::Partition>:iam::aws:policy"  # as cdk-nag spells AWS-managed policies
 FRAMEWORK_WAITERS = ("framework-isComplete", "framework-onTimeout")  # Provider children its state machine invokes
 SERVICE_NAME = BY_NAME["service_name"].default  # powertools adds it to every metric as dimension "service"
-FUNCTION_NAME_MAX = 64  # Lambda's limit on a function name
 BATCH_READ_POLICY = "BatchGetSecretValue"  # the role's policy for the handler's one read of all its secrets
 
 # The time budget of one run. CloudFormation waits at most an hour for a custom resource (ServiceTimeout,
@@ -83,9 +82,14 @@ class DatabaseMigrations(Construct):
     The handler answers with ``Data`` holding ``AppliedCount`` and ``LastMigration``.
 
     Each function logs to its own group ``/aws/lambda/<function name>``: that is the group the Provider
-    framework names in a failure's Reason (``Logs: /aws/lambda/...``). The names end in a piece of the
-    stack's id, so a stack created again (after a failed first create, say) does not collide with the
-    groups the earlier one retained.
+    framework names in a failure's Reason (``Logs: /aws/lambda/...``). The names come from the construct's
+    path (``naming``), so several per stack and per app do not collide, and end in a piece of the stack's
+    id, so a stack created again (after a failed first create, say) does not collide with the groups the
+    earlier one retained.
+
+    For an app to follow the run: ``applied_count`` and ``last_migration`` (the custom resource's
+    attributes), ``resource`` (for ``node.add_dependency``), ``security_group``, ``on_event_function_name``
+    and ``is_complete_function_name``.
     """
 
     def __init__(
@@ -119,12 +123,17 @@ class DatabaseMigrations(Construct):
         reserved_concurrency: int = 0,
         depends_on: Sequence[IDependable] = (),
         bundle_cache_dir: str | Path = bundling.DEFAULT_CACHE_DIR,
+        ca_bundle: str | Path | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         migrations = _checked(trigger, migrations_dir)
         declared = appusers.declare(self, target, app_groups, app_users, admin_username)
-        self.asset = bundling.lambda_asset(self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir)
+        team_bundle = tls.checked_bundle(ca_bundle)  # a missing or empty file fails the synth here
+        self.asset = bundling.lambda_asset(
+            self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir, ca_bundle=team_bundle
+        )
         self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
+        routes.warn_without_secrets_manager_route(self, vpc, vpc_subnets, secrets_manager_endpoint)
         role = self._role(admin_secret, app_users)
         if iam_auth:  # rds-db:connect for the admin user, on the target (a proxy: its prx- resource id)
             target.grant_connect(role, admin_username)
@@ -140,6 +149,7 @@ class DatabaseMigrations(Construct):
             "lint_before_apply": lint_before_apply,
             "single_transaction": single_transaction,
             **_tracking_table(migrations_schema, migrations_table),
+            "ca_bundle": f"{TASK_ROOT}/{tls.bundle_in_asset(target, team_bundle)}",
         }
         common = {
             "role": role,
@@ -154,6 +164,26 @@ class DatabaseMigrations(Construct):
         self.resource = self._run(provider, trigger, migrations, declared)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
         self._acknowledge_findings(role, provider)
+
+    @property
+    def applied_count(self) -> str:
+        """How many migrations the last deploy applied (the custom resource's ``AppliedCount``), as text."""
+        return self.resource.get_att_string("AppliedCount")
+
+    @property
+    def last_migration(self) -> str:
+        """The name of the last migration the last deploy applied, or empty (``LastMigration``)."""
+        return self.resource.get_att_string("LastMigration")
+
+    @property
+    def on_event_function_name(self) -> str:
+        """The function that starts a run, and runs the CLI's operator commands (``--lambda``)."""
+        return self.on_event.function_name
+
+    @property
+    def is_complete_function_name(self) -> str:
+        """The function the Provider framework polls until the run is done."""
+        return self.is_complete.function_name
 
     def _run(self, provider: cr.Provider, trigger: str, migrations: Path, declared: dict[str, Any]) -> CustomResource:
         """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``).
@@ -194,9 +224,9 @@ class DatabaseMigrations(Construct):
     def _function(self, function_id: str, retention: logs.RetentionDays, common: dict[str, Any]) -> lambda_.Function:
         """One handler entry point, logging to ``/aws/lambda/<its name>``, the group a failure's Reason names."""
         entry_point, timeout, description = FUNCTIONS[function_id]
-        name = _function_name(self, function_id)
+        name = naming.function_names(self, FUNCTIONS)[function_id]
         self.log_groups[function_id] = logs.LogGroup(
-            self, f"{function_id}Logs", log_group_name=f"/aws/lambda/{name}", retention=retention
+            self, f"{function_id}Logs", log_group_name=naming.log_group_name(name), retention=retention
         )
         return lambda_.Function(
             self,
@@ -333,10 +363,22 @@ def _tracking_table(schema: str, table: str) -> dict[str, str]:
 
 
 def _checked(trigger: str, migrations_dir: str | Path) -> Path:
-    """The migrations directory, absolute; a bad trigger or a missing directory fails the synth."""
+    """The migrations directory, absolute; a missing directory or a bad trigger fails the synth, each by name.
+
+    A relative ``migrations_dir`` is taken from the working directory of the synth (where ``cdk synth``
+    runs the app), so the message names both.
+    """
+    if not str(migrations_dir).strip():
+        raise ConfigurationError("migrations_dir is empty: give the directory of the migration files")
     migrations = Path(migrations_dir).resolve()
-    if trigger not in TRIGGERS or not migrations.is_dir():
-        raise ValueError(f"trigger must be one of {TRIGGERS} ({trigger!r}); migrations_dir a directory ({migrations})")
+    if not migrations.is_dir():
+        state = "is not a directory" if migrations.exists() else "does not exist"
+        raise ConfigurationError(
+            f"migrations_dir {str(migrations_dir)!r} {state}: {migrations} (relative to the working directory "
+            f"{Path.cwd()})"
+        )
+    if trigger not in TRIGGERS:
+        raise ConfigurationError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
     return migrations
 
 
@@ -349,7 +391,6 @@ def _environment(values: dict[str, object]) -> dict[str, str]:
     if values.get("lint_before_apply"):
         values["squawk_binary"] = f"{TASK_ROOT}/{bundling.SQUAWK_BINARY}"
     fixed = {
-        "ca_bundle": f"{TASK_ROOT}/certifi/cacert.pem",
         "migrations_dir": f"{TASK_ROOT}/{bundling.MIGRATIONS}",
         "service_name": SERVICE_NAME,
         "run_budget_seconds": int(RUN_BUDGET.to_seconds()),
@@ -365,14 +406,6 @@ def _env_text(value: object) -> str:
 def _now() -> str:
     """A value that differs on every synth, so CloudFormation calls the handler on every deploy."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _function_name(scope: Construct, construct_id: str) -> str:
-    """``<stack name>-<construct id>-<8 hex digits of the stack's id>``, within Lambda's 64 characters."""
-    suffix = f"-{construct_id}-"
-    stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
-    prefix = Stack.of(scope).stack_name[: FUNCTION_NAME_MAX - len(suffix) - 8]
-    return Fn.join("", [prefix, suffix, Fn.select(0, Fn.split("-", stack_uuid))])
 
 
 def _logical_id(function: lambda_.IFunction) -> str:
