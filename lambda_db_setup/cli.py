@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from psycopg2.extensions import connection as Connection
 
 from . import __version__, interrupts, lock
@@ -206,11 +207,13 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
         return _fail(args, out, error, EXIT_USAGE)
     except MigrationError as error:
         return _fail(args, out, error, EXIT_FAILED)
+    except psycopg2.errors.QueryCanceled as error:  # an OperationalError, but no connection problem
+        if stop := interrupts.cancelled_by_us(error):  # a signal cancelled a query outside a migration
+            return _stopped(args, out, stop)
+        return _fail(args, out, error, EXIT_FAILED, prefix="error: database error: ")
     except psycopg2.OperationalError as error:
         return _fail(args, out, error, EXIT_CONNECT, prefix="error: cannot connect: ")
     except psycopg2.Error as error:
-        if stop := interrupts.cancelled_by_us(error):  # a signal cancelled a query outside a migration
-            return _stopped(args, out, stop)
         return _fail(args, out, error, EXIT_FAILED, prefix="error: database error: ")
 
 

@@ -182,9 +182,10 @@ class Executor:
         except psycopg2.Error as error:
             if error.pgcode is None or session.conn.closed:
                 raise self._lost(group, error) from error
+            stop = interrupts.cancelled_by_us(error)
             session.rollback()
             reached = markers.read_and_release(session.cursor)
-            if stop := interrupts.cancelled_by_us(error):
+            if stop:
                 raise stop from None
             raise self._failed(group, self._position(error, positions, reached), error, attempt, guard) from error
         except BaseException:

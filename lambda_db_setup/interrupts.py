@@ -69,12 +69,13 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _wait(conn: Connection) -> None:
-    """psycopg2's wait callback: poll the connection; on a pending stop, ask the server to cancel (once).
+    """psycopg2's wait callback: poll the connection; on a stop asked for during it, ask the server to cancel
+    (once).
 
     It never raises for a signal: psycopg2 closes the connection when its wait callback raises.
     """
     _state.in_query = True
-    cancelled = False
+    cancelled = _state.pending is not None  # a stop not yet taken: this query is the caller's clean-up
     try:
         while (state := conn.poll()) != POLL_OK:
             if state not in (POLL_READ, POLL_WRITE):
