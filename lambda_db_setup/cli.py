@@ -220,8 +220,9 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
 def run(prog: str = SCRIPT_PROG) -> None:
     """The console script's entry point (``[project.scripts] lambda-db-setup = "lambda_db_setup.cli:run"``):
     Ctrl-C and SIGTERM cancel the statement running (`interrupts`)."""
-    interrupts.install()
-    sys.exit(main(prog=prog))
+    with interrupts.installed():
+        code = main(prog=prog)
+    sys.exit(code)
 
 
 def _stopped(args: argparse.Namespace, out: Output, stop: KeyboardInterrupt) -> int:

@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM while a statement runs: cancel it on the server, then stop the run as an interrupt.
 
 Without this, a signal waits for the statement in flight to finish (libpq blocks in C), and SIGTERM kills
-the process outright: no cancel, no flush of asynchronous commits, no report. With `install`, queries wait in
+the process outright: no cancel, no flush of asynchronous commits, no report. With `installed`, queries wait in
 `_wait` (psycopg2's wait callback, after ``psycopg2.extras.wait_select``), where a signal only marks the stop
 as pending and sends a cancel request; the statement ends with SQLSTATE 57014, the transaction rolls back and
 the connection stays usable. The caller then takes the pending stop (`take`) and raises it: a cancelled
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import select
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 import psycopg2
@@ -35,11 +37,20 @@ class _State:
 _state = _State()
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM through `_on_signal` and every query through `_wait` (process-wide)."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+@contextmanager
+def installed() -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM go through `_on_signal`, every query through `_wait` (process-wide);
+    what was there before is put back on the way out."""
+    handlers = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    callback = psycopg2.extensions.get_wait_callback()
     psycopg2.extensions.set_wait_callback(_wait)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(callback)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        take()
 
 
 def take() -> KeyboardInterrupt | None:
@@ -81,8 +92,9 @@ def _wait(conn: Connection) -> None:
             if state not in (POLL_READ, POLL_WRITE):
                 raise conn.OperationalError(f"bad state from poll: {state}")
             if _state.pending is not None and not cancelled:
-                conn.cancel()
                 cancelled = True
+                with suppress(psycopg2.Error):  # still connecting: nothing to cancel; the stop stays pending
+                    conn.cancel()
             fd = conn.fileno()
             select.select([fd] if state == POLL_READ else [], [fd] if state == POLL_WRITE else [], [], POLL_SECONDS)
     finally:

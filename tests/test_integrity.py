@@ -350,15 +350,12 @@ def test_the_cli_prints_one_line_not_a_traceback(database_url, migrations_dir) -
 @pytest.fixture
 def cancelling() -> Iterator[None]:
     """The CLI's signal handling, in this process; restored afterwards."""
-    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    interrupts.install()
-    try:
+    with interrupts.installed():
         yield
-    finally:
-        psycopg2.extensions.set_wait_callback(None)
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
-        interrupts.take()
+    assert (
+        psycopg2.extensions.get_wait_callback() is None
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
 
 @pytest.fixture
