@@ -145,6 +145,10 @@ class RunInterrupted(MigrationError):
         self.terminated = terminated
 
 
+class RunBudgetError(MigrationError):
+    """The deploy's time (the Lambda's RUN_BUDGET_SECONDS from on_event's start) ran out with work left."""
+
+
 class LintError(MigrationError):
     """The migration linter (squawk) could not run or could not be understood."""
 

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import credentials, operator, reason, roles, rolespec
+from . import credentials, operator, operator_protocol, reason, roles, rolespec
 from .connect import connect
 from .engine import Engine
-from .errors import ConfigurationError, EventError, LintRefusedError, MigrationError
+from .errors import ConfigurationError, EventError, LintRefusedError, MigrationError, RunBudgetError
 from .lint import LintReport, format_report, lint
 from .options import EngineOptions
 from .results import MigrationOutcome, RunResult
@@ -63,10 +63,6 @@ LINT_SHOWN = 3  # flagged items a refusal names; the CloudFormation Reason stays
 
 logger = Logger()
 metrics = Metrics(namespace=os.environ.get(BY_NAME["metrics_namespace"].env) or BY_NAME["metrics_namespace"].default)
-
-
-class RunBudgetError(MigrationError):
-    """The deploy's time (RUN_BUDGET_SECONDS from on_event's start) ran out with work left."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +87,8 @@ class Invocation:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Where the database stands after one invocation."""
+class Standing:
+    """Where the database stands after one invocation (not `progress.Progress`, which reports a run as it goes)."""
 
     applied_before: int  # migrations the database had when this invocation began
     applied: list[str]  # every applied migration now, oldest first
@@ -105,7 +101,7 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     An operator event (`operator`, never a CloudFormation one) runs an operator command instead.
     """
-    if operator.is_operator_event(event):
+    if operator_protocol.is_operator_event(event):
         return operator.handle(event, logger)
     request = parse_request(event)
     if request.request_type == "Delete":
@@ -167,8 +163,8 @@ def parse_request(event: object) -> Request:
     """Validate what the handler relies on; the message becomes the CloudFormation Reason."""
     if not isinstance(event, dict):
         raise EventError(f"event must be a JSON object, not {type(event).__name__}")
-    if operator.KEY in event:
-        raise EventError(f"event has {operator.KEY}: an operator command, not a CloudFormation request")
+    if operator_protocol.KEY in event:
+        raise EventError(f"event has {operator_protocol.KEY}: an operator command, not a CloudFormation request")
     request_type = event.get("RequestType")
     if request_type is None:
         raise EventError("event has no RequestType")
@@ -221,7 +217,7 @@ def _synth_time(properties: object) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _migrate(request: Request, context: LambdaContext, invocation: Invocation) -> Progress:
+def _migrate(request: Request, context: LambdaContext, invocation: Invocation) -> Standing:
     """One run, measured: every failure is logged and counted, so one alarm covers every failed deploy."""
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
     started = time.perf_counter()
@@ -252,7 +248,7 @@ def _migrate(request: Request, context: LambdaContext, invocation: Invocation) -
             "duration_ms": round(duration_ms, 1),
         },
     )
-    return Progress(
+    return Standing(
         applied_before=len(result.already_applied),
         applied=result.already_applied + [outcome.name for outcome in result.adopted + result.ran],
         complete=complete,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg2.extensions import cursor as Cursor
 
 from . import interrupts
 from .errors import LockError
-from .progress import SILENT, Progress
 from .settings import APPLICATION_NAME
 
 LOCK_ID = 7241865325823964  # node-pg-migrate's PG_MIGRATE_LOCK_ID, shared by every instance
@@ -101,8 +101,12 @@ class LockHolder:
         return None
 
 
-def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5, progress: Progress = SILENT) -> None:
-    """Take the lock within ``wait_seconds`` or raise `LockError` naming the holder; tell ``progress`` who waits."""
+OnWait = Callable[["LockHolder | None", float, float], None]  # (holder, waited seconds, wait seconds)
+
+
+def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5, on_wait: OnWait | None = None) -> None:
+    """Take the lock within ``wait_seconds`` or raise `LockError` naming the holder; tell ``on_wait`` who holds
+    it when the wait begins and every `WAIT_REPORT_SECONDS` (without it, the holder is not even looked up)."""
     started = time.monotonic()
     deadline = started + wait_seconds
     next_report = started
@@ -116,8 +120,8 @@ def acquire(cursor: Cursor, *, wait_seconds: float, poll_seconds: float = 0.5, p
         if taken:
             return
         now = time.monotonic()
-        if progress is not SILENT and now >= next_report:
-            progress.waiting_for_lock(find_holder(cursor), now - started, wait_seconds)
+        if on_wait is not None and now >= next_report:
+            on_wait(find_holder(cursor), now - started, wait_seconds)
             next_report = now + WAIT_REPORT_SECONDS
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from . import operator
+from . import operator_protocol as protocol
 from .errors import ConfigurationError, MigrationError
 from .settings import Settings
 
@@ -22,16 +22,16 @@ READ_TIMEOUT_SECONDS = 905  # a Lambda runs 900 s at most: wait for its answer, 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Invoke the function with the parsed command; print its stdout and stderr; return its exit code."""
     command = args.command
-    if command not in operator.COMMANDS:
-        raise ConfigurationError(f"--lambda runs {', '.join(operator.COMMANDS)}; not {command}")
-    given = {name: getattr(args, name, None) for name, _ in operator.COMMANDS[command]}
+    if command not in protocol.COMMANDS:
+        raise ConfigurationError(f"--lambda runs {', '.join(protocol.COMMANDS)}; not {command}")
+    given = {name: getattr(args, name, None) for name, _ in protocol.COMMANDS[command]}
     arguments = {name: value for name, value in given.items() if value not in (None, False, [])}
-    refusal = operator.needs_confirmation(command, arguments)
+    refusal = protocol.needs_confirmation(command, arguments)
     if refusal and (command == "up" or not getattr(args, "confirm", False)):
         raise ConfigurationError(f"{refusal}: run it with --confirm (nothing was invoked)")
     if refusal:
-        arguments[operator.CONFIRM] = True
-    event = {operator.KEY: {"version": operator.VERSION, "command": command, "args": arguments}}
+        arguments[protocol.CONFIRM] = True
+    event = {protocol.KEY: {"version": protocol.VERSION, "command": command, "args": arguments}}
     answer = _invoke(settings.lambda_function, event)
     sys.stdout.write(answer["stdout"])
     sys.stderr.write(answer["stderr"])
@@ -56,7 +56,7 @@ def _invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
     document = json.loads(response["Payload"].read() or b"{}")
     if response.get("FunctionError"):
         raise MigrationError(f"{function}: {document.get('errorMessage', 'the function failed')}")
-    answer = document.get(operator.KEY) if isinstance(document, dict) else None
-    if not isinstance(answer, dict) or answer.get("version") != operator.VERSION:
+    answer = document.get(protocol.KEY) if isinstance(document, dict) else None
+    if not isinstance(answer, dict) or answer.get("version") != protocol.VERSION:
         raise MigrationError(f"{function} did not answer as the migration Lambda does: is it the right function?")
     return answer

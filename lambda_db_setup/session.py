@@ -56,8 +56,9 @@ def open_session(
         if not take_lock:
             yield session
             return
+        on_wait = None if progress is SILENT else progress.waiting_for_lock
         lock.acquire(
-            cursor, wait_seconds=options.lock_wait_seconds, poll_seconds=options.lock_poll_seconds, progress=progress
+            cursor, wait_seconds=options.lock_wait_seconds, poll_seconds=options.lock_poll_seconds, on_wait=on_wait
         )
         try:
             yield session

@@ -33,6 +33,7 @@ from lambda_db_setup.errors import (
     LintRefusedError,
     MigrationFailedError,
     OrderError,
+    RunBudgetError,
     SecretError,
 )
 from lambda_db_setup.options import EngineOptions
@@ -651,7 +652,7 @@ def test_the_run_budget_spent_on_a_poll_fails_with_what_was_applied_and_what_is_
     assert applied_names(deployment.conn) == []  # on_event had no time to start one
     an_hour_ago = {**started, handler.RUN_STARTED: time.time() - 3600}  # as if the polls had taken that long
     began = time.monotonic()
-    with pytest.raises(handler.RunBudgetError) as raised:
+    with pytest.raises(RunBudgetError) as raised:
         handler.is_complete(cfn_events.is_complete_event(event, an_hour_ago), LambdaContext())
     assert time.monotonic() - began < 5  # failed at once, without starting a migration
     assert str(raised.value) == (
@@ -670,7 +671,7 @@ def test_the_run_budget_stops_on_event_between_migrations(
     write_sql(deployment.migrations_dir, "1700000002000_later", "CREATE TABLE later (id int);")
     # 17 s budget - 5 s response margin = 12 s: both first two start with 10 s left; after the sleep, less
     monkeypatch.setenv("RUN_BUDGET_SECONDS", str(int(handler.RESPONSE_MARGIN_SECONDS + START_MARGIN + 2)))
-    with pytest.raises(handler.RunBudgetError, match=r": 2 migration\(s\) applied by this deploy, 1 left \(next"):
+    with pytest.raises(RunBudgetError, match=r": 2 migration\(s\) applied by this deploy, 1 left \(next"):
         handler.on_event(cfn_events.create(), LambdaContext())  # 900 s of its own: the budget is what stops it
     assert applied_names(deployment.conn) == ["1700000000000_quick", "1700000001000_slow"]
 
