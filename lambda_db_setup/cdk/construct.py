@@ -26,6 +26,7 @@ from constructs import Construct, IDependable
 
 from lambda_db_setup import roles
 from lambda_db_setup.cdk import bundling
+from lambda_db_setup.cdk.observability import MigrationObservability
 from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
@@ -96,7 +97,8 @@ class DatabaseMigrations(Construct):
     Each function logs to its own group ``/aws/lambda/<function name>``: that is the group the Provider
     framework names in a failure's Reason (``Logs: /aws/lambda/...``). The names end in a piece of the
     stack's id, so a stack created again (after a failed first create, say) does not collide with the
-    groups the earlier one retained.
+    groups the earlier one retained. ``observability`` holds the Logs Insights saved queries and the
+    dashboard over those groups.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class DatabaseMigrations(Construct):
         }
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
+        self.observability = MigrationObservability(self, "Observability", log_groups=list(self.log_groups.values()))
         provider = self._provider(log_retention)
         self.resource = self._run(provider, trigger, migrations)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
