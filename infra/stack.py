@@ -194,6 +194,7 @@ class DbMigrationsStack(Stack):
             after=self.migrations.resource,
         )
         self.alarm = MigrationAlarm(self, "Alarm", namespace=config.metrics_namespace, email=config.alarm_email)
+        self.migrations.observability.add_alarm(self.alarm.alarm)
 
         outputs = {
             "VpcId": self.network.vpc.vpc_id,

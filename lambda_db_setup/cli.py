@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import connection as Connection
 
-from . import __version__, interrupts, lock
+from . import __version__, interrupts, lock, logs
 from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError, RunInterrupted
@@ -184,6 +184,7 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     unlock = command("unlock", _on_database(_unlock), "show who holds the migration lock")
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
     unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
+    logs.add_arguments(command("logs", _logs, "what the deploy-time runs did, read from CloudWatch Logs"))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
     try:
         settings = load_settings(args, Path.cwd())
         out.secrets = tuple(sorted({*out.secrets, *url_secrets(settings.database_url)}, key=len, reverse=True))
-        if settings.lambda_function and args.command != "embedded":
+        if settings.lambda_function and args.command not in ("embedded", "logs"):  # neither reads the database
             from . import remote  # boto3 and botocore: only for --lambda
 
             return remote.run(args, settings)
@@ -477,6 +478,10 @@ def _unlock(args: argparse.Namespace, settings: Settings, engine: Engine, out: O
             lock.terminate(cursor, holder, even_if_active=args.force)
             print(f"terminated pid {holder.pid}; the lock is released")
     return EXIT_OK
+
+
+def _logs(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    return logs.run(args)
 
 
 def _fail(args: argparse.Namespace, out: Output, error: BaseException | str, code: int, prefix: str = "error: ") -> int:

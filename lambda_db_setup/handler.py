@@ -433,13 +433,14 @@ def _ensure_roles(
 
 
 def _log_failure(error: Exception) -> None:
-    """One line saying what failed; for a migration, which one and with what SQLSTATE."""
+    """One line saying what failed; for a migration, which one, with what SQLSTATE and PostgreSQL's message."""
     logger.error(
         "migration run failed",
         extra={
             "outcome": "failed",
             "migration": error.migration if isinstance(error, MigrationError) else None,
             "sqlstate": getattr(error, "sqlstate", None),
+            "pg_message": getattr(error, "pg_message", None),  # PostgreSQL's own words, for `logs` and the queries
             "error_type": type(error).__name__,
             "reason": str(error),
         },

@@ -500,6 +500,16 @@ def test_alarm_on_failed_runs(synth: Synth, content_hash_synths: list[Synth]) ->
         assert alarm["AlarmActions"] == [result.ref(result.stack.alarm.topic.topic_arn)]
 
 
+def test_dashboard_shows_the_failed_run_alarm_state(synth: Synth) -> None:
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["DashboardBody"])
+    assert '\\"type\\":\\"alarm\\"' in body  # an alarm status widget
+    assert json.dumps(synth.ref(synth.stack.alarm.alarm.alarm_arn)) in body
+    assert re.fullmatch(
+        r"DbMigrations-Observability-[0-9A-F]{8}", dashboard["DashboardName"]
+    )  # Names drops "Migrations"
+
+
 def test_alarm_topic_is_encrypted_and_mailed_only_when_asked(synth: Synth, content_hash_synths: list[Synth]) -> None:
     (topic_id, topic), *_ = synth.resources("AWS::SNS::Topic").items()
     key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]

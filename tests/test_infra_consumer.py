@@ -167,7 +167,7 @@ import sys
 from aws_cdk import App, Stack, Validations, aws_ec2 as ec2, aws_rds as rds, aws_secretsmanager as sm
 from cdk_nag import AwsSolutionsChecks
 import lambda_db_setup
-from lambda_db_setup.cdk import AppUser, DatabaseMigrations
+from lambda_db_setup.cdk import READ, AppGroup, AppUser, DatabaseMigrations
 
 app = App()
 stack = Stack(app, "Shop", env={"account": "123456789012", "region": "eu-west-1"})
@@ -197,14 +197,20 @@ def secret(name):
     )
 
 
+# Orders: through the proxy, one user in a custom read-only group; Reporting: the instance itself, no roles.
+roles = {
+    "OrdersMigrations": {
+        "app_groups": [AppGroup("analysts", READ)],
+        "app_users": [AppUser("orders_analyst", secret("orders/analyst"), "analysts")],
+    },
+    "ReportingMigrations": {},
+}
 for construct_id, target in (("OrdersMigrations", proxy), ("ReportingMigrations", instance)):
     prefix = construct_id.removesuffix("Migrations").lower()
-    groups = ("readwrite", "tablecreator")
-    users = [AppUser(f"{prefix}_{group}", secret(f"{prefix}/{group}"), group) for group in groups]
     DatabaseMigrations(
         stack, construct_id, vpc=vpc, target=target, target_security_group=database_sg,
-        admin_secret=secret(f"{prefix}/admin"), app_users=users, migrations_dir=f"db/{prefix}",
-        secrets_manager_endpoint=endpoint, trigger="content-hash",
+        admin_secret=secret(f"{prefix}/admin"), migrations_dir=f"db/{prefix}",
+        secrets_manager_endpoint=endpoint, trigger="content-hash", **roles[construct_id],
     )
 Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 app.synth()
@@ -254,5 +260,11 @@ def test_a_team_app_with_a_proxy_and_an_instance_synthesizes_from_the_installed_
         assert [(env["DB_PROXY_ENDPOINT"], env["DB_CA_BUNDLE"]) for env in variables] == 2 * [
             (endpoint, f"/var/task/{bundle}")
         ]
+    runs = {key: r["Properties"] for key, r in template["Resources"].items() if r["Type"] == "Custom::DbMigrations"}
+    (orders,) = [properties for key, properties in runs.items() if key.startswith("OrdersMigrations")]
+    (reporting,) = [properties for key, properties in runs.items() if key.startswith("ReportingMigrations")]
+    assert orders["AppGroups"] == [{"Name": "analysts", "Privilege": "read", "Schemas": ["public"]}]
+    assert [user["Name"] for user in orders["AppUsers"]] == ["orders_analyst"]
+    assert "AppGroups" not in reporting and "AppUsers" not in reporting  # migrations only: no roles, no user secret
     shipped = installed_wheel / "lambda_db_setup" / "certs" / "rds-global-bundle.pem"
     assert (asset / bundle).read_bytes() == shipped.read_bytes()  # the instance's run, last in TEAM_RUNS

@@ -25,6 +25,7 @@ from constructs import Construct, IDependable
 
 from lambda_db_setup.cdk import appusers, bundling, naming, routes, tls
 from lambda_db_setup.cdk.appusers import AppUser
+from lambda_db_setup.cdk.observability import MigrationObservability
 from lambda_db_setup.errors import ConfigurationError
 from lambda_db_setup.rolespec import AppGroup
 from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
@@ -89,7 +90,8 @@ class DatabaseMigrations(Construct):
 
     For an app to follow the run: ``applied_count`` and ``last_migration`` (the custom resource's
     attributes), ``resource`` (for ``node.add_dependency``), ``security_group``, ``on_event_function_name``
-    and ``is_complete_function_name``.
+    and ``is_complete_function_name``; ``observability``, the Logs Insights saved queries and the dashboard
+    over its log groups.
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class DatabaseMigrations(Construct):
         }
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
+        self.observability = MigrationObservability(self, "Observability", log_groups=list(self.log_groups.values()))
         provider = self._provider(log_retention)
         self.resource = self._run(provider, trigger, migrations, declared)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
