@@ -7,8 +7,15 @@ autocommitted one by one, with no bookkeeping at all. Every run gets a fresh dat
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psycopg2
+
+from lambda_db_setup.discovery import discover
+from lambda_db_setup.prepare import prepare
 
 from .common import (
     MEMORY_NOTE,
@@ -71,6 +78,8 @@ def run(ctx: Context) -> list[Table]:
         psql = ctx.psql
         variants["psql"] = fresh(lambda url: _psql(psql, url, script))
     runs = repeat(variants, ctx.repeat)
+    with ctx.server.fresh_database() as url:
+        checked, built = _prepare_seconds(url, sql_dir, ctx.repeat)
 
     sql_ours, py_ours = median_seconds(runs["ours .sql"]), median_seconds(runs["ours .py"])
     single_ours = median_seconds(runs["ours .sql, single transaction"])
@@ -116,6 +125,14 @@ def run(ctx: Context) -> list[Table]:
             NODE_MISSING,
         ),
         Row(
+            f"checking {count:,} `.sql` migrations before anything is sent (`prepare`: built, rendered, every"
+            " statement lexed whole, no NUL, encodable, no COPY with the client)",
+            Unit.SECONDS,
+            checked,
+            "building and rendering them only",
+            built,
+        ),
+        Row(
             "round trips after connecting",
             Unit.COUNT,
             reported(runs["ours .sql"], "round_trips"),
@@ -158,6 +175,35 @@ def run(ctx: Context) -> list[Table]:
         ),
     ]
     return [table, memory]
+
+
+def _prepare_seconds(url: str, directory: Path, times: int) -> tuple[float, float]:
+    """Median seconds, in this process, to `prepare` every migration of ``directory`` against building and
+    rendering them only; files are read and parsed afresh each time (new `Migration` values)."""
+    conn = psycopg2.connect(url)
+    try:
+
+        def checked() -> None:
+            for migration in discover(directory):
+                prepare(migration, "up", conn)
+
+        def built() -> None:
+            for migration in discover(directory):
+                for statement in migration.build("up").statements:
+                    statement.as_string(conn)
+
+        return _median_time(checked, times), _median_time(built, times)
+    finally:
+        conn.close()
+
+
+def _median_time(action: Callable[[], None], times: int) -> float:
+    durations = []
+    for _ in range(times):
+        started = time.perf_counter()
+        action()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
 
 
 def _psql(psql: Path, url: str, script: Path) -> Run:
