@@ -37,7 +37,9 @@ COMMANDS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "down": (("count", None), ("force", "--force"), ("dry_run", "--dry-run")),
     "repair": (),
     "baseline": (("to", "--to"), ("no_verify", "--no-verify")),
+    "background": (("action", None), ("name", None), ("json", "--json")),
 }
+BACKGROUND_CHANGES = ("pause", "resume", "retry")  # `background run` is the state machine's, not an operator's
 CFN_KEYS = ("RequestType", "ResponseURL")
 
 
@@ -49,12 +51,16 @@ def needs_confirmation(command: str, args: dict[str, Any]) -> str | None:
     """Why the command needs ``confirm`` (it changes the database), or None for one that only reads."""
     if command == "up" and not args.get("dry_run"):
         return "up applies migrations only at deploy time; through the Lambda only up --dry-run"
+    if command == "background" and args.get("action") == "run":
+        return "background run is the state machine's work; through the Lambda only status, pause, resume, retry"
     if command == "down" and not args.get("dry_run"):
         return "down reverts migrations"
     if command in ("repair", "baseline"):
         return f"{command} rewrites the migration history"
     if command == "unlock" and args.get("terminate"):
         return "unlock --terminate ends the lock holder's session"
+    if command == "background" and args.get("action") in BACKGROUND_CHANGES:
+        return f"background {args['action']} changes a background migration's state"
     return None
 
 
@@ -62,7 +68,7 @@ def handle(event: dict[str, Any], logger: Any) -> dict[str, Any]:
     """Run one operator command; the outcome is one log line, and the CLI's output is the answer."""
     command, args = _parse(event)
     refusal = needs_confirmation(command, args)
-    if refusal and (command == "up" or args.get(CONFIRM) is not True):
+    if refusal and (command == "up" or args.get("action") == "run" or args.get(CONFIRM) is not True):
         logger.warning("operator command refused", extra={"command": command, "arguments": args, "outcome": "refused"})
         raise EventError(f"operator {command} refused: {refusal}; it needs {CONFIRM} (the CLI's --confirm)")
     exit_code, stdout, stderr = _run_cli(_argv(command, args))

@@ -146,6 +146,11 @@ SETTINGS: tuple[Setting, ...] = (
         env="DB_MIGRATIONS_LAMBDA", flag="--lambda",
     ),
     Setting(
+        "background_state_machine_arn", str, None,
+        "the background migrations' state machine: a deploy that leaves queued work starts it",
+        env="BACKGROUND_STATE_MACHINE_ARN",
+    ),
+    Setting(
         "service_name", str, "db-migrations", "the `service` of every log line and metric",
         env="POWERTOOLS_SERVICE_NAME",
     ),
@@ -184,6 +189,7 @@ class Settings:
     connect_timeout_seconds: int
     run_budget_seconds: int | None
     lambda_function: str | None
+    background_state_machine_arn: str | None
     service_name: str
     metrics_namespace: str
     log_level: str

@@ -26,6 +26,7 @@ from constructs import Construct, IDependable
 
 from lambda_db_setup import roles
 from lambda_db_setup.cdk import bundling
+from lambda_db_setup.cdk.background import BackgroundMigrations
 from lambda_db_setup.settings import BY_NAME, PROXY_PORT, environment_variable
 
 TASK_ROOT = "/var/task"  # where Lambda unpacks the asset
@@ -127,6 +128,7 @@ class DatabaseMigrations(Construct):
         reserved_concurrency: int = 0,
         depends_on: Sequence[IDependable] = (),
         bundle_cache_dir: str | Path = bundling.DEFAULT_CACHE_DIR,
+        background_migrations: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         migrations = _checked(trigger, migrations_dir)
@@ -157,10 +159,38 @@ class DatabaseMigrations(Construct):
         }
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
+        self.background = (
+            self._background(admin_secret, common, metrics_namespace, log_retention) if background_migrations else None
+        )
         provider = self._provider(log_retention)
         self.resource = self._run(provider, trigger, migrations)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
         self._acknowledge_findings(role, provider)
+
+    def _background(
+        self,
+        admin_secret: secretsmanager.ISecret,
+        common: dict[str, Any],
+        metrics_namespace: str,
+        log_retention: logs.RetentionDays,
+    ) -> BackgroundMigrations:
+        """The state machine that finishes queued background work; is_complete starts it after a deploy, an
+        operator's ``background resume`` or ``retry`` through ``--lambda`` (on_event) after a pause or failure."""
+        return BackgroundMigrations(
+            self,
+            "Background",
+            function=self.on_event,
+            starters=[self.on_event, self.is_complete],  # is_complete after a deploy, on_event for `resume`
+            asset=self.asset,
+            admin_secret=admin_secret,
+            environment=common["environment"],
+            vpc=common["vpc"],
+            vpc_subnets=common["vpc_subnets"],
+            security_group=self.security_group,
+            metrics_namespace=metrics_namespace,
+            service_name=SERVICE_NAME,
+            log_retention=log_retention,
+        )
 
     def _run(self, provider: cr.Provider, trigger: str, migrations: Path) -> CustomResource:
         """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``)."""
