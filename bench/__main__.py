@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import coldstart, files, many, noop, template
+from . import backfill, coldstart, files, many, noop, template
 from .common import PROJECT_ROOT, Context, Table, merge, node_pg_migrate_version
 
 FIGURES: dict[str, Callable[[Context], list[Table]]] = {
@@ -20,6 +20,7 @@ FIGURES: dict[str, Callable[[Context], list[Table]]] = {
     "files": files.run,
     "coldstart": coldstart.run,
     "template": template.run,
+    "backfill": backfill.run,
 }
 DEFAULT_REPEAT = 5
 

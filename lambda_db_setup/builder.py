@@ -22,6 +22,9 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import Json
 
+from .background import queue as background_queue
+from .sqltext import split_statements
+
 TableName = str | tuple[str, str]
 ColumnNames = str | Sequence[str]
 
@@ -99,9 +102,11 @@ class MigrationBuilder:
 
     func = staticmethod(func)
 
-    def __init__(self) -> None:
+    def __init__(self, migration: str | None = None) -> None:
         self.statements: list[sql.Composable] = []
         self.use_transaction = True
+        self.migration = migration  # the migration's name: background work is queued under it
+        self.background_jobs = 0
 
     def no_transaction(self) -> None:
         """Run this migration outside a transaction (CREATE INDEX CONCURRENTLY refuses to run inside one)."""
@@ -359,6 +364,55 @@ class MigrationBuilder:
                 _flag(cascade, "CASCADE"),
             )
         )
+
+    def backfill(
+        self, table: TableName, set: Mapping[str, str], *, where: str | None = None, batch_size: int = 1000
+    ) -> None:
+        """Queue ``UPDATE table SET column = expression ... WHERE where`` to run after the deploy, in batches.
+
+        The deploy only queues it (in the migration's transaction, which also checks that the table has a
+        single-column primary key and that the expressions are valid SQL); see ``lambda_db_setup.background``.
+        """
+        where_text = f"backfill {table!r}"
+        parts = _table_parts(table)
+        if not isinstance(set, Mapping) or not set:
+            raise ValueError(f"{where_text}: set must map at least one column to an SQL expression")
+        assignments = [
+            (_identifier(column, where_text).string, _raw(expression, f"{where_text}: set {column!r}").string)
+            for column, expression in set.items()
+        ]
+        if where is not None:
+            _raw(where, f"{where_text}: where")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{where_text}: batch_size must be a positive whole number, got {batch_size!r}")
+        self.statements += background_queue.enqueue_backfill(
+            self._queue_name(where_text), self._next_job(), parts, assignments, where, batch_size
+        )
+
+    def background_sql(self, statement: str) -> None:
+        """Queue one statement to run after the deploy, outside a transaction and without a time limit
+        (``CREATE INDEX CONCURRENTLY``, ``ALTER TABLE ... VALIDATE CONSTRAINT``)."""
+        text = _raw(statement, "background_sql").string
+        if len(split_statements(text)) != 1:
+            raise ValueError("background_sql: give exactly one statement (each runs on its own, in order)")
+        text = split_statements(text)[0]
+        self.statements += background_queue.enqueue_statement(
+            self._queue_name("background_sql"), self._next_job(), text
+        )
+
+    def require_finished(self, migration: str) -> None:
+        """Fail this migration (and the deploy) unless the background work ``migration`` queued has finished."""
+        name = _identifier(migration, "require_finished").string
+        self.statements.append(background_queue.require_finished(name))
+
+    def _queue_name(self, where: str) -> str:
+        if self.migration is None:
+            raise ValueError(f"{where}: background work needs the migration's name (a builder from Migration.build)")
+        return self.migration
+
+    def _next_job(self) -> int:
+        self.background_jobs += 1
+        return self.background_jobs
 
     def _alter_table(self, table: TableName, actions: Sequence[sql.Composable]) -> None:
         self.statements.append(

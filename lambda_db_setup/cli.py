@@ -24,6 +24,9 @@ import psycopg2.errors
 from psycopg2.extensions import connection as Connection
 
 from . import __version__, interrupts, lock, logs
+from .background import commands as background_commands
+from .background import control as background_control
+from .background import queue as background_queue
 from .discovery import discover, slug_for
 from .engine import Engine
 from .errors import ConfigurationError, MigrationError, RunInterrupted
@@ -185,6 +188,8 @@ def _add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser
     unlock.add_argument("--terminate", action="store_true", help="end the holder's session if it is a runner")
     unlock.add_argument("--force", action="store_true", help="with --terminate: even while it runs a statement")
     logs.add_arguments(command("logs", _logs, "what the deploy-time runs did, read from CloudWatch Logs"))
+
+    background_commands.add(command, _connect)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = MODULE_PROG) -> int:
@@ -458,7 +463,9 @@ def _status(args: argparse.Namespace, settings: Settings, engine: Engine, out: O
     plan = engine.plan()
     needs = attention(plan) + ([f"{len(plan.pending)} pending"] if args.check and plan.pending else [])
     if args.json:
-        out.document(status_document(plan, needs))
+        with engine.conn.cursor() as cursor:
+            background = [background_control.document(job) for job in background_queue.read_jobs(cursor)]
+        out.document({**status_document(plan, needs), "background": background})
     else:
         print_status(plan)
     if needs:

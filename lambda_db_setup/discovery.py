@@ -84,7 +84,7 @@ class Migration:
 
     def build(self, direction: Direction) -> MigrationBuilder:
         """Run the file's ``up``/``down`` against a fresh builder and return the collected SQL."""
-        builder = MigrationBuilder()
+        builder = MigrationBuilder(self.name)
         if self.kind == "sql":
             self._build_sql(builder, direction)
         else:

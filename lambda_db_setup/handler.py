@@ -39,6 +39,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from . import credentials, operator, operator_protocol, reason, roles, rolespec
+from .background import lambda_event as background_event
 from .connect import connect
 from .engine import Engine
 from .errors import ConfigurationError, EventError, LintRefusedError, MigrationError, RunBudgetError
@@ -103,6 +104,8 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """
     if operator_protocol.is_operator_event(event):
         return operator.handle(event, logger)
+    if background_event.is_background_event(event):
+        return background_event.handle(event, context, logger, metrics)
     request = parse_request(event)
     if request.request_type == "Delete":
         logger.info("delete: nothing to do, the schema stays", extra={"request_type": request.request_type})
@@ -297,6 +300,9 @@ def _run(deadline: float, on_ran: Callable[[MigrationOutcome], None], invocation
         complete = not result.pending
         if complete and invocation.ensure_roles:
             complete = _ensure_roles(conn, invocation.declared, users, work_deadline, engine.options.tracking)
+        if complete and invocation.ensure_roles:
+            with conn.cursor() as cursor:
+                background_event.start_after_deploy(cursor, settings, logger)
     if not complete and budget - time.monotonic() < EngineOptions.start_margin_seconds:
         raise _budget_spent(settings, result, invocation)
     return result, complete

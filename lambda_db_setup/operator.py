@@ -33,7 +33,7 @@ def handle(event: dict[str, Any], logger: Any) -> dict[str, Any]:
     """Run one operator command; the outcome is one log line, and the CLI's output is the answer."""
     command, args = _parse(event)
     refusal = needs_confirmation(command, args)
-    if refusal and (command == "up" or args.get(CONFIRM) is not True):
+    if refusal and (command == "up" or args.get("action") == "run" or args.get(CONFIRM) is not True):
         logger.warning("operator command refused", extra={"command": command, "arguments": args, "outcome": "refused"})
         raise EventError(f"operator {command} refused: {refusal}; it needs {CONFIRM} (the CLI's --confirm)")
     exit_code, stdout, stderr = _run_cli(_argv(command, args))

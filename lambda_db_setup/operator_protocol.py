@@ -29,7 +29,9 @@ COMMANDS: dict[str, tuple[tuple[str, str | None], ...]] = {
         ("json", "--json"),
         ("confirm", "--yes"),
     ),
+    "background": (("action", None), ("name", None), ("json", "--json")),
 }
+BACKGROUND_CHANGES = ("pause", "resume", "retry")  # `background run` is the state machine's, not an operator's
 
 
 def is_operator_event(event: object) -> bool:
@@ -40,6 +42,8 @@ def needs_confirmation(command: str, args: dict[str, Any]) -> str | None:
     """Why the command needs ``confirm`` (it changes the database), or None for one that only reads."""
     if command == "up" and not args.get("dry_run"):
         return "up applies migrations only at deploy time; through the Lambda only up --dry-run"
+    if command == "background" and args.get("action") == "run":
+        return "background run is the state machine's work; through the Lambda only status, pause, resume, retry"
     if command == "down" and not args.get("dry_run"):
         return "down reverts migrations"
     if command in ("repair", "baseline"):
@@ -48,4 +52,6 @@ def needs_confirmation(command: str, args: dict[str, Any]) -> str | None:
         return "forget removes rows from the migration history"
     if command == "unlock" and args.get("terminate"):
         return "unlock --terminate ends the lock holder's session"
+    if command == "background" and args.get("action") in BACKGROUND_CHANGES:
+        return f"background {args['action']} changes a background migration's state"
     return None

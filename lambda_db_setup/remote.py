@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     given = {name: getattr(args, name, None) for name, _ in protocol.COMMANDS[command]}
     arguments = {name: value for name, value in given.items() if value not in (None, False, [])}
     refusal = protocol.needs_confirmation(command, arguments)
-    if refusal and (command == "up" or not getattr(args, "confirm", False)):
+    if refusal and (command == "up" or arguments.get("action") == "run" or not getattr(args, "confirm", False)):
         raise ConfigurationError(f"{refusal}: run it with --confirm (nothing was invoked)")
     if refusal:
         arguments[protocol.CONFIRM] = True

@@ -165,6 +165,11 @@ SETTINGS: tuple[Setting, ...] = (
         env="LAMBDA_DB_SETUP_TEST_URL",
     ),
     Setting(
+        "background_state_machine_arn", str, None,
+        "the background migrations' state machine: a deploy that leaves queued work starts it",
+        env="BACKGROUND_STATE_MACHINE_ARN",
+    ),
+    Setting(
         "service_name", str, "db-migrations", "the `service` of every log line and metric",
         env="POWERTOOLS_SERVICE_NAME",
     ),
@@ -205,6 +210,7 @@ class Settings:
     lambda_function: str | None
     embedded_dir: Path
     test_database_url: str | None
+    background_state_machine_arn: str | None
     service_name: str
     metrics_namespace: str
     log_level: str

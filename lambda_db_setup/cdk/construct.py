@@ -25,6 +25,7 @@ from constructs import Construct, IDependable
 
 from lambda_db_setup.cdk import appusers, bundling, naming, routes, tls
 from lambda_db_setup.cdk.appusers import AppUser
+from lambda_db_setup.cdk.background import BackgroundMigrations
 from lambda_db_setup.cdk.observability import MigrationObservability
 from lambda_db_setup.errors import ConfigurationError
 from lambda_db_setup.rolespec import AppGroup
@@ -126,6 +127,7 @@ class DatabaseMigrations(Construct):
         depends_on: Sequence[IDependable] = (),
         bundle_cache_dir: str | Path = bundling.DEFAULT_CACHE_DIR,
         ca_bundle: str | Path | None = None,
+        background_migrations: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         migrations = _checked(trigger, migrations_dir)
@@ -163,6 +165,9 @@ class DatabaseMigrations(Construct):
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
         self.observability = MigrationObservability(self, "Observability", log_groups=list(self.log_groups.values()))
+        self.background = (
+            self._background(admin_secret, common, metrics_namespace, log_retention) if background_migrations else None
+        )
         provider = self._provider(log_retention)
         self.resource = self._run(provider, trigger, migrations, declared)
         self.resource.node.add_dependency(target, self.security_group, *depends_on)  # the path exists first
@@ -187,6 +192,31 @@ class DatabaseMigrations(Construct):
     def is_complete_function_name(self) -> str:
         """The function the Provider framework polls until the run is done."""
         return self.is_complete.function_name
+
+    def _background(
+        self,
+        admin_secret: secretsmanager.ISecret,
+        common: dict[str, Any],
+        metrics_namespace: str,
+        log_retention: logs.RetentionDays,
+    ) -> BackgroundMigrations:
+        """The state machine that finishes queued background work; is_complete starts it after a deploy, an
+        operator's ``background resume`` or ``retry`` through ``--lambda`` (on_event) after a pause or failure."""
+        return BackgroundMigrations(
+            self,
+            "Background",
+            function=self.on_event,
+            starters=[self.on_event, self.is_complete],  # is_complete after a deploy, on_event for `resume`
+            asset=self.asset,
+            admin_secret=admin_secret,
+            environment=common["environment"],
+            vpc=common["vpc"],
+            vpc_subnets=common["vpc_subnets"],
+            security_group=self.security_group,
+            metrics_namespace=metrics_namespace,
+            service_name=SERVICE_NAME,
+            log_retention=log_retention,
+        )
 
     def _run(self, provider: cr.Provider, trigger: str, migrations: Path, declared: dict[str, Any]) -> CustomResource:
         """The custom resource: a new Trigger on every synth, or the code's hash (``content-hash``).
