@@ -67,6 +67,11 @@ PROVIDER_TOTAL_TIMEOUT = Duration.seconds(
 )  # 2250 s = 37.5 min, 75 polls of 30 s
 RUN_BUDGET = Duration.seconds(SERVICE_TIMEOUT.to_seconds() - FRAMEWORK_MARGIN.to_seconds())  # from on_event's start
 # Construct id -> handler entry point, Lambda timeout, description.
+# Properties named as the settings table names them, which reach the Lambda's environment as they are.
+PASSED_SETTINGS = (
+    "lock_timeout_ms", "statement_timeout_ms", "adopt_existing_schema", "metrics_namespace", "log_level", "iam_auth",
+    "lint_before_apply", "single_transaction",
+)  # fmt: skip
 FUNCTIONS = {
     "OnEvent": ("on_event", ON_EVENT_TIMEOUT, "Starts a migration run"),
     "IsComplete": ("is_complete", IS_COMPLETE_TIMEOUT, "Reports whether the migration run is done"),
@@ -136,32 +141,13 @@ class DatabaseMigrations(Construct):
         self.asset = bundling.lambda_asset(
             self, "Code", migrations, lint=lint_before_apply, cache_dir=bundle_cache_dir, ca_bundle=team_bundle
         )
-        self.security_group = self._network_access(vpc, target_security_group or target, port, secrets_manager_endpoint)
-        routes.warn_without_secrets_manager_route(self, vpc, vpc_subnets, secrets_manager_endpoint)
-        role = self._role(admin_secret, app_users)
-        if iam_auth:  # rds-db:connect for the admin user, on the target (a proxy: its prx- resource id)
-            target.grant_connect(role, admin_username)
-        settings: dict[str, object] = {
-            "admin_secret_arn": admin_secret.secret_arn,
-            "proxy_endpoint": _endpoint(target),
-            "lock_timeout_ms": lock_timeout_ms,
-            "statement_timeout_ms": statement_timeout_ms,
-            "adopt_existing_schema": adopt_existing_schema,
-            "metrics_namespace": metrics_namespace,
-            "log_level": log_level,
-            "iam_auth": iam_auth,
-            "lint_before_apply": lint_before_apply,
-            "single_transaction": single_transaction,
-            **_tracking_table(migrations_schema, migrations_table),
-            "ca_bundle": f"{TASK_ROOT}/{tls.bundle_in_asset(target, team_bundle)}",
-        }
-        common = {
-            "role": role,
-            "vpc": vpc,
-            "vpc_subnets": vpc_subnets,
-            "environment": _environment(settings),
-            "reserved_concurrent_executions": reserved_concurrency or None,  # 0: unset (see the README)
-        }
+        self.security_group = self._network_access(
+            vpc, vpc_subnets, target_security_group or target, port, secrets_manager_endpoint
+        )
+        role = self._role(admin_secret, app_users, target if iam_auth else None, admin_username)
+        settings = _tracking_table(migrations_schema, migrations_table) | _reach(admin_secret, target, team_bundle)
+        settings |= {name: value for name, value in locals().items() if name in PASSED_SETTINGS}  # as they are
+        common = _function_options(role, vpc, vpc_subnets, _environment(settings), reserved_concurrency)
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.on_event, self.is_complete = (self._function(name, log_retention, common) for name in FUNCTIONS)
         self.observability = MigrationObservability(self, "Observability", log_groups=list(self.log_groups.values()))
@@ -237,13 +223,20 @@ class DatabaseMigrations(Construct):
         )
 
     def _network_access(
-        self, vpc: ec2.IVpc, target: ec2.IConnectable, port: int, endpoint: ec2.IConnectable | None
+        self,
+        vpc: ec2.IVpc,
+        vpc_subnets: ec2.SubnetSelection | None,
+        target: ec2.IConnectable,
+        port: int,
+        endpoint: ec2.IConnectable | None,
     ) -> ec2.SecurityGroup:
-        """The functions' security group: to the target on ``port``, and HTTPS to Secrets Manager.
+        """The functions' security group: to the target on ``port``, and HTTPS to Secrets Manager (with a synth
+        warning when the subnets have no route to it).
 
         An imported proxy is not connectable (``from_database_proxy_attributes`` keeps its groups to
         itself), so its security group comes as ``target_security_group``.
         """
+        routes.warn_without_secrets_manager_route(self, vpc, vpc_subnets, endpoint)
         security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=False, description="Migration Lambda"
         )
@@ -277,8 +270,15 @@ class DatabaseMigrations(Construct):
             **common,
         )
 
-    def _role(self, admin_secret: secretsmanager.ISecret, app_users: Sequence[AppUser]) -> iam.Role:
-        """One role for both functions: VPC access, their logs, and reading the admin's and declared users' secrets."""
+    def _role(
+        self,
+        admin_secret: secretsmanager.ISecret,
+        app_users: Sequence[AppUser],
+        iam_auth_target: Target | None,
+        admin_username: str,
+    ) -> iam.Role:
+        """One role for both functions: VPC access, their logs, reading the admin's and declared users' secrets,
+        and (``iam_auth_target``) ``rds-db:connect`` as the admin on the target (a proxy: its prx- resource id)."""
         role = iam.Role(
             self,
             "Role",
@@ -289,6 +289,8 @@ class DatabaseMigrations(Construct):
         )
         for secret in (admin_secret, *(user.secret for user in app_users)):
             secret.grant_read(role)
+        if iam_auth_target is not None:
+            iam_auth_target.grant_connect(role, admin_username)
         # The handler reads the secrets in one BatchGetSecretValue call. That action takes no resource, and
         # Secrets Manager still checks GetSecretValue (granted above) on each secret it returns. In its own
         # policy, a child of the role (so the functions wait for it), whose one finding is acknowledged alone.
@@ -413,6 +415,32 @@ def _checked(trigger: str, migrations_dir: str | Path) -> Path:
     if trigger not in TRIGGERS:
         raise ConfigurationError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
     return migrations
+
+
+def _reach(admin_secret: secretsmanager.ISecret, target: Target, team_bundle: Path | None) -> dict[str, object]:
+    """The settings that say where the database is and how to trust it."""
+    return {
+        "admin_secret_arn": admin_secret.secret_arn,
+        "proxy_endpoint": _endpoint(target),
+        "ca_bundle": f"{TASK_ROOT}/{tls.bundle_in_asset(target, team_bundle)}",
+    }
+
+
+def _function_options(
+    role: iam.IRole,
+    vpc: ec2.IVpc,
+    vpc_subnets: ec2.SubnetSelection | None,
+    environment: dict[str, str],
+    reserved_concurrency: int,
+) -> dict[str, Any]:
+    """What both functions (and the background runner) share."""
+    return {
+        "role": role,
+        "vpc": vpc,
+        "vpc_subnets": vpc_subnets,
+        "environment": environment,
+        "reserved_concurrent_executions": reserved_concurrency or None,  # 0: unset (see the README)
+    }
 
 
 def _environment(values: dict[str, object]) -> dict[str, str]:
