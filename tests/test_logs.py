@@ -517,6 +517,7 @@ def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # one an earlier test set up keeps its credentials
 
 
 def test_missing_credentials_is_one_line(no_aws_credentials: None, capsys: pytest.CaptureFixture[str]) -> None:
