@@ -46,7 +46,8 @@ IF deferred IS NOT NULL THEN EXECUTE 'SET CONSTRAINTS ' || deferred || ' DEFERRE
 _UNLOCKS = re.compile(r"pg_advisory_unlock", re.IGNORECASE)
 ANY_DEFERRABLE = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE condeferrable)"
 # A commit WAL order makes safe to lose in a crash: the run's last commit (synchronous) flushes it with its own.
-ASYNCHRONOUS = "SET LOCAL synchronous_commit = off"
+# An expression sent with the lock check, just before COMMIT (the session reset before it would undo it).
+ASYNCHRONOUS = "pg_catalog.set_config('synchronous_commit', 'off', true)"
 SEPARATOR = "\n;\n"
 INVALID_NAMED = """
     SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i
@@ -202,9 +203,11 @@ class Executor:
 
         Every statement was checked whole (`prepare`), and statements are separated by newlines, so neither an
         open quote nor a trailing ``--`` comment can hide what follows. A marker lock (`markers`) is moved
-        before each part; a single migration's closing shares the last part with the lock check and COMMIT.
+        before each part: a statement, or a migration's closing, whose last also covers the lock check. Every
+        statement costs the server a parse and a plan, so the engine adds few: the first marker is taken with
+        the transaction lock, a closing's with its session reset, and the lock check releases the last (and,
+        ``durable`` False, makes the commit asynchronous).
         """
-        session = self.session
         parts: list[str] = []
         positions: list[Position] = []
         length = 0
@@ -214,28 +217,22 @@ class Executor:
             parts.extend(texts)
             length += sum(len(text) + len(SEPARATOR) for text in texts)
 
-        def part(index: int, migration: Migration, statement: str | None) -> None:
-            add(markers.move(len(positions) + 1) if positions else markers.first())
-            if statement is not None and (limit := self._deadline_limit()) is not None:
-                add(limit)
-            positions.append(Position(index, migration, statement, start=length))
-
-        add("BEGIN", lock.TAKE_TRANSACTION_LOCK)
+        add("BEGIN", f"{lock.TAKE_TRANSACTION_LOCK}, {markers.FIRST}")
         settle = len(group) > 1 and self._may_defer(group)
         for index, (migration, direction, prepared) in enumerate(group):
             for statement in prepared.statements:
-                part(index, migration, statement)
+                if positions:
+                    add(f"SELECT {markers.move(len(positions) + 1)}")
+                if (limit := self._deadline_limit()) is not None:
+                    add(limit)
+                positions.append(Position(index, migration, statement, start=length))
                 add(statement)
-            if len(group) > 1:
-                part(index, migration, None)
-            add(*self._closing(migration, direction, guard, settle=settle and index < len(group) - 1))
+            move = markers.move(len(positions) + 1) if positions else None
+            positions.append(Position(index, migration, None, start=length))
+            add(*self._closing(migration, direction, guard, move, settle=settle and index < len(group) - 1))
         # Once, just before COMMIT: pg_locks lists every lock the transaction took, so it costs more the longer
         # the transaction; the rows inserted before it commit only if it passes.
-        final = len(positions) + 1
-        add(markers.move(final) if positions else markers.first())
-        add(lock.still_ours(session.text(sql.Literal(", ".join(step[0].name for step in group)))))
-        add(markers.release(final))
-        add(*(["COMMIT"] if durable else [ASYNCHRONOUS, "COMMIT"]))
+        add(lock.still_ours(markers.release(len(positions)), *([] if durable else [ASYNCHRONOUS])), "COMMIT")
         return SEPARATOR.join(parts), positions
 
     def _may_defer(self, group: list[Step]) -> bool:
@@ -249,21 +246,21 @@ class Executor:
 
     @staticmethod
     def _position(error: psycopg2.Error, positions: list[Position], reached: markers.Reached) -> Position | None:
-        """The part that failed (None: the lock check or COMMIT). A syntax or name error carries its place in
+        """The part that failed (None: COMMIT, a deferred constraint). A syntax or name error carries its place in
         the query string; otherwise the marker lock held after the rollback says. A part that released every
         advisory lock (the migration lock with them) is the one at fault, whatever failed later."""
         offset = error.diag.statement_position
         if offset:
             before = [position for position in positions if position.start < int(offset)]
             return before[-1] if before else None
-        number = reached.part
-        if number is None:  # released before COMMIT: the failure is COMMIT's (a deferred constraint)
-            return None
-        if number > len(positions):  # the lock check found the lock gone: who let it go?
+        if lock.broken(error) == lock.LOST:  # the lock check found the lock gone: who let it go?
             if reached.released_locks_in:
                 return positions[reached.released_locks_in - 1]
             # one advisory lock released by key moved no marker: the statement that names the function
             return next((p for p in positions if p.statement and _UNLOCKS.search(p.statement)), None)
+        number = reached.part
+        if number is None or number > len(positions):  # released by the lock check: COMMIT failed
+            return None
         return positions[number - 1]
 
     def _failed(
@@ -272,10 +269,13 @@ class Executor:
         """What a failed transaction raises: `_Again` for a lock timeout worth retrying, else the error, which
         names the statement (``position``; None: at the lock check or COMMIT) and what a group's rollback undid."""
         session = self.session
-        if error.pgcode == lock.TRANSACTION_ENDED:
+        broken = lock.broken(error)
+        if broken == lock.ENDED:
             return self._ended(group)
         at = position or Position(len(group) - 1, group[-1][0], None)
         undone = [step[0].name for step in group[: at.index]]
+        if broken == lock.LOST:
+            return _with_undone(_lock_lost(at), undone)
         if guard and error.pgcode == DATA_LOSS:  # a down's guard, after its statements
             return _with_undone(guard.refusal(session, at.migration, error), undone)
         if at.statement is None:
@@ -283,10 +283,14 @@ class Executor:
         verdict = decide(self._failure(at.migration, at.statement, error, attempt, None), self._retry_policy())
         return _Again(at.migration) if isinstance(verdict, Retry) else _with_undone(verdict, undone)
 
-    def _closing(self, migration: Migration, direction: Direction, guard: Guard | None, *, settle: bool) -> list[str]:
-        """What ends a migration inside its transaction: the session reset, its row, the data-loss guard, and
-        (``settle``, in a group) its deferred constraints, checked as its own COMMIT would."""
-        closing = [self.session.restore, self.session.text(_row(self.session, migration, direction))]
+    def _closing(
+        self, migration: Migration, direction: Direction, guard: Guard | None, move: str | None, *, settle: bool
+    ) -> list[str]:
+        """What ends a migration inside its transaction: the session reset (with the marker ``move``), its row,
+        the data-loss guard, and (``settle``, in a group) its deferred constraints, checked as its own COMMIT
+        would."""
+        restore = self.session.restore + (f", {move}" if move else "")  # it ends in a SELECT list
+        closing = [restore, self.session.text(_row(self.session, migration, direction))]
         if guard and direction == "down":
             closing.append(guard.sql)
         if settle:
@@ -494,6 +498,17 @@ def _with_undone(error: MigrationError, undone: list[str]) -> MigrationError:
         note = f"; its single transaction was rolled back, so these are not applied either: {', '.join(undone)}"
         error.args = (f"{error}{note}", *error.args[1:])
     return error
+
+
+def _lock_lost(at: Position) -> MigrationFailedError:
+    """The lock check found the migration lock gone; ``at`` is the statement that released it, when known."""
+    released = f" (released by: {statement_excerpt(at.statement)})" if at.statement else ""
+    return MigrationFailedError(
+        f"{at.migration.file_name}: the migration lock is no longer held by this session{released}; {lock.LOST_HINT};"
+        " its transaction was rolled back, nothing of it was applied",
+        migration=at.migration.name,
+        statement=at.statement,
+    )
 
 
 def _commit_failure(

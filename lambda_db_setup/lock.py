@@ -37,33 +37,44 @@ HOLDER = f"""
     FROM pg_catalog.pg_stat_activity
     WHERE pid IN (SELECT pid FROM pg_catalog.pg_locks WHERE {_OUR_LOCK})
 """
-_LOST_HINT = "a transaction-mode pooler or the migration itself (pg_advisory_unlock_all, DISCARD ALL) lost it"
+LOST_HINT = "a transaction-mode pooler or the migration itself (pg_advisory_unlock_all, DISCARD ALL) lost it"
 # Sent with every migration's BEGIN when it runs statement by statement: fails the migration if this session no
 # longer holds the lock (a pooler moved us to another backend, or the migration itself released it).
 ASSERT_HELD = f"""DO $lock$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE {
     _OUR_LOCK.replace("%(classid)s", str(LOCK_CLASSID)).replace("%(objid)s", str(LOCK_OBJID))
 } AND pid = pg_catalog.pg_backend_pid()) THEN RAISE EXCEPTION 'the migration lock is no longer held by this session'
-USING HINT = '{_LOST_HINT}';
+USING HINT = '{LOST_HINT}';
 END IF; END $lock$"""
 # A transaction sent in one round trip also takes a transaction-level lock on the same numbers as two int4 keys
 # (objsubid 2 in pg_locks): only the end of its transaction releases it, so a COMMIT that slipped past the
 # engine's checks inside a migration shows as that lock gone (pg_advisory_unlock_all frees session locks only).
 # A backend's own advisory locks are all in its database: no need to match it.
 TAKE_TRANSACTION_LOCK = f"SELECT pg_catalog.pg_advisory_xact_lock({LOCK_CLASSID}, {LOCK_OBJID})"
-TRANSACTION_ENDED = "PGM02"  # what `still_ours` raises, with the migrations' names as the message
-_STILL_OURS = f"""DO $lock$ DECLARE has_transaction_lock boolean; has_lock boolean; BEGIN
-SELECT coalesce(bool_or(objsubid = 2), false), coalesce(bool_or(objsubid = 1), false)
-INTO has_transaction_lock, has_lock FROM pg_catalog.pg_locks WHERE locktype = 'advisory'
-AND classid = {LOCK_CLASSID} AND objid = {LOCK_OBJID} AND granted AND pid = pg_catalog.pg_backend_pid();
-IF NOT has_transaction_lock THEN RAISE EXCEPTION USING ERRCODE = '{TRANSACTION_ENDED}', MESSAGE = {{name}};
-ELSIF NOT has_lock THEN RAISE EXCEPTION 'the migration lock is no longer held by this session'
-USING HINT = '{_LOST_HINT}'; END IF; END $lock$"""
+TRANSACTION_ENDED = "PGM02"  # the SQLSTATE an error says when `still_ours` found the transaction lock gone
+# `still_ours` raises without PL/pgSQL (an inline block costs more than the migration's own row): casting text that
+# is no number fails, quoting the text; pg_backend_pid() keeps the planner from trying the cast ahead of time.
+_BROKEN = "lambda_db_setup lock check: "
+ENDED, LOST = "transaction ended", "lock lost"
+_STILL_OURS = f"""SELECT CASE
+WHEN NOT coalesce(bool_or(objsubid = 2), false) THEN ('{_BROKEN}{ENDED} ' || pg_catalog.pg_backend_pid())::int
+WHEN NOT coalesce(bool_or(objsubid = 1), false) THEN ('{_BROKEN}{LOST} ' || pg_catalog.pg_backend_pid())::int END
+{{also}}FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND classid = {LOCK_CLASSID} AND objid = {LOCK_OBJID}
+AND granted AND pid = pg_catalog.pg_backend_pid()"""
 
 
-def still_ours(migrations_literal: str) -> str:
-    """Sent before a transaction's COMMIT, with one read of pg_locks: fails when the transaction ended early
-    (`TRANSACTION_ENDED`, naming ``migrations_literal``, a quoted SQL literal) or the migration lock is gone."""
-    return _STILL_OURS.replace("{name}", migrations_literal)
+def still_ours(*also: str) -> str:
+    """Sent before a transaction's COMMIT, with one read of pg_locks: fails when the transaction ended early (a
+    COMMIT inside it: the transaction lock is gone) or the migration lock is gone (`broken` says which).
+    ``also`` are expressions evaluated in the same statement (each an extra column)."""
+    return _STILL_OURS.replace("{also}", "".join(f", {expression}\n" for expression in also))
+
+
+def broken(error: BaseException) -> str | None:
+    """`ENDED` or `LOST` when ``error`` is `still_ours` failing, else None."""
+    message = getattr(getattr(error, "diag", None), "message_primary", None) or ""
+    if getattr(error, "pgcode", None) != "22P02" or f'"{_BROKEN}' not in message:
+        return None
+    return ENDED if f"{_BROKEN}{ENDED} " in message else LOST
 
 
 _PARAMS = {"lock_id": LOCK_ID, "classid": LOCK_CLASSID, "objid": LOCK_OBJID}

@@ -27,23 +27,23 @@ _HELD = f"""
 READ_AND_RELEASE = f"SELECT held.*, pg_catalog.pg_advisory_unlock(held.classid, held.objid) FROM ({_HELD}) held"
 
 
-def first() -> str:
-    """Before the transaction's first part."""
-    return f"SELECT pg_catalog.pg_try_advisory_lock({REACHED_KEY}, 1)"
+# Before the transaction's first part: an expression, sent with the statement that takes the transaction lock.
+FIRST = f"pg_catalog.pg_try_advisory_lock({REACHED_KEY}, 1)"
 
 
 def move(number: int) -> str:
-    """Before part ``number`` (2 and up): release the previous marker, or record that it was gone."""
+    """An expression, before part ``number`` (2 and up): release the previous marker, or record that it was
+    gone."""
     return (
-        f"SELECT CASE WHEN pg_catalog.pg_advisory_unlock({REACHED_KEY}, {number - 1})"
+        f"CASE WHEN pg_catalog.pg_advisory_unlock({REACHED_KEY}, {number - 1})"
         f" THEN pg_catalog.pg_try_advisory_lock({REACHED_KEY}, {number})"
         f" ELSE pg_catalog.pg_try_advisory_lock({LOST_KEY}, {number}) END"
     )
 
 
 def release(number: int) -> str:
-    """After the last part ``number``, before COMMIT: the session keeps no marker."""
-    return f"SELECT pg_catalog.pg_advisory_unlock({REACHED_KEY}, {number})"
+    """An expression for the last part ``number``, before COMMIT: the session keeps no marker."""
+    return f"pg_catalog.pg_advisory_unlock({REACHED_KEY}, {number})"
 
 
 @dataclass(frozen=True)

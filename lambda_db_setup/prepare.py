@@ -22,8 +22,7 @@ from .sqltext import (
     discards_session,
     excerpt,
     is_transaction_control,
-    split_statements,
-    unreadable,
+    read_statements,
 )
 
 EXCERPT = 80
@@ -73,7 +72,8 @@ def _check(migration: Migration, which: str, text: str, conn: Connection, *, in_
             f"{migration.file_name}: {which} ({excerpt(text, EXCERPT)}): {why}", migration=migration.name
         )
 
-    if problem := unreadable(text):
+    statements, problem = read_statements(text)
+    if problem:
         raise refuse(f"{problem.where(text)}: {problem.what}")
     try:
         text.encode(encodings.get(conn.encoding, "utf_8"))
@@ -84,7 +84,7 @@ def _check(migration: Migration, which: str, text: str, conn: Connection, *, in_
             f"{at.where(text)}: {text[error.start]!r} cannot be sent over a connection whose encoding is {encoding}:"
             " write it as an escape (E'\\u....') or use a UTF8 database"
         ) from None
-    for part in split_statements(text) if ";" in text else [text]:
+    for part in statements:
         if copies_with_client(part):
             raise refuse(
                 "COPY FROM STDIN / TO STDOUT moves rows to or from the client, which a migration cannot do:"

@@ -28,12 +28,14 @@ _DROP_TABLE = re.compile(
     r"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>.+?)(?:\s+(?:CASCADE|RESTRICT))?\s*$", re.IGNORECASE | re.DOTALL
 )
 # scan.l's identifiers and dollar-quote tags take any byte 0x80-0xFF, so any non-ASCII character (a server
-# encoding is ASCII-safe: every byte of a non-ASCII character has the high bit set).
-_HIGH = "\u0080-\U0010ffff"
-_DOLLAR_TAG = re.compile(rf"\$(?:[A-Za-z_{_HIGH}][A-Za-z0-9_{_HIGH}]*)?\$")
-_WORD = re.compile(rf"[A-Za-z_{_HIGH}][A-Za-z0-9_${_HIGH}]*")
-_NUMBER = re.compile(rf"[0-9][0-9A-Za-z_{_HIGH}]*")
-_NAME = re.compile(rf'"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_{_HIGH}][A-Za-z0-9_${_HIGH}]*)')
+# encoding is ASCII-safe: every byte of a non-ASCII character has the high bit set). Written as [^\x00-\x7f]:
+# a class spelled out to U+10FFFF takes milliseconds to compile at every start-up.
+_START = r"(?:[A-Za-z_]|[^\x00-\x7f])"
+_DOLLAR_TAG = re.compile(rf"\$(?:{_START}(?:[A-Za-z0-9_]|[^\x00-\x7f])*)?\$")
+_IDENTIFIER = rf"{_START}(?:[A-Za-z0-9_$]|[^\x00-\x7f])*"
+_WORD = re.compile(_IDENTIFIER)
+_NUMBER = re.compile(r"[0-9](?:[0-9A-Za-z_]|[^\x00-\x7f])*")
+_NAME = re.compile(rf'"(?P<quoted>(?:[^"]|"")*)"|(?P<word>{_IDENTIFIER})')
 _NEWLINE = re.compile(r"[\n\r]")  # a -- comment ends at either
 # What lets a quoted string go on in the next quote: spaces or -- comments, a newline, then spaces,
 # newlines or whole -- comment lines (scan.l's whitespace_with_newline; \v counts as space since PostgreSQL 16).
@@ -63,24 +65,25 @@ def parse_sections(text: str, file_name: str) -> SqlSections:
     if down_marker and down_marker.start() < up_marker.start():
         raise MigrationFileError(f"{file_name}: '-- Down Migration' comes before '-- Up Migration'")
     up_end = down_marker.start() if down_marker else len(text)
-    _refuse_unreadable(text, up_marker.end(), up_end, file_name)
+    up_statements = tuple(_readable_statements(text, up_marker.end(), up_end, file_name))
     if down_marker:
-        _refuse_unreadable(text, down_marker.end(), len(text), file_name)
+        _readable_statements(text, down_marker.end(), len(text), file_name)
     up = text[up_marker.end() : up_end].strip()
     down = text[down_marker.end() :].strip() if down_marker else None
-    up_statements = tuple(split_statements(up))
     if not up_statements:
         raise MigrationFileError(f"{file_name}: the up section has no SQL statement")
     use_transaction = _use_transaction(text, up_marker.start(), file_name)
     return SqlSections(up=up, down=down, use_transaction=use_transaction, up_statements=up_statements)
 
 
-def _refuse_unreadable(text: str, start: int, end: int, file_name: str) -> None:
-    """Refuse a section that ends inside a quote or comment, or holds a NUL, naming the line it happens on."""
-    problem = unreadable(text[start:end])
+def _readable_statements(text: str, start: int, end: int, file_name: str) -> list[str]:
+    """A section's statements; one that ends inside a quote or comment, or holds a NUL, is refused, naming the
+    line it happens on."""
+    statements, problem = read_statements(text[start:end])
     if problem:
         at = Unreadable(problem.what, start + problem.offset)
         raise MigrationFileError(f"{file_name}: {at.where(text)}: {at.what}")
+    return statements
 
 
 def _use_transaction(text: str, header_end: int, file_name: str) -> bool:
@@ -90,6 +93,8 @@ def _use_transaction(text: str, header_end: int, file_name: str) -> bool:
     line comments that start a line outside quotes, dollar-quoted bodies and block comments count.
     """
     use_transaction = True
+    if not _DIRECTIVE.search(text):  # no comment that could be one: nothing to lex
+        return use_transaction
     for kind, begin, end in _top_level_tokens(text):
         comment = text[begin:end].strip()
         if kind != "--" or not _DIRECTIVE.match(comment) or text[text.rfind("\n", 0, begin) + 1 : begin].strip():
@@ -110,9 +115,23 @@ def _use_transaction(text: str, header_end: int, file_name: str) -> bool:
 
 def split_statements(text: str) -> list[str]:
     """Split SQL text into statements at top-level semicolons; comment-only pieces are dropped."""
+    return _pieces(text, _scan(text))
+
+
+def read_statements(text: str) -> tuple[list[str], Unreadable | None]:
+    """``text``'s statements, and why PostgreSQL would not read it as complete statements (`unreadable`), in one
+    pass of the lexer."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        return [], Unreadable(NUL_BYTE, nul)
+    scanned = _scan(text)
+    return _pieces(text, scanned), scanned.open
+
+
+def _pieces(text: str, scanned: _Scanned) -> list[str]:
     statements: list[str] = []
     start = 0
-    for begin, end in _scan(text).semicolons:
+    for begin, end in scanned.semicolons:
         statements.append(text[start:begin])
         start = end
     statements.append(text[start:])
@@ -138,12 +157,10 @@ def unreadable(text: str) -> Unreadable | None:
     Text that ends inside a quote, a dollar quote, a block comment or a BEGIN ATOMIC body would swallow
     whatever is sent after it; libpq ends a query at a NUL, dropping whatever follows.
     """
-    nul = text.find("\x00")
-    if nul >= 0:
-        return Unreadable("a NUL byte (0x00): PostgreSQL cannot receive it (libpq would cut the query there)", nul)
-    return _scan(text).open
+    return read_statements(text)[1]
 
 
+NUL_BYTE = "a NUL byte (0x00): PostgreSQL cannot receive it (libpq would cut the query there)"
 _NEVER_ENDS = "starts here and never ends: PostgreSQL would read on into whatever is sent after it"
 
 
@@ -273,8 +290,7 @@ def copies_with_client(statement: str) -> bool:
 
 def discards_session(statement: str) -> bool:
     """``DISCARD ALL``: it releases the session's advisory locks (the migration lock among them)."""
-    words = _top_level_words(statement)
-    return words[:2] == ["DISCARD", "ALL"]
+    return first_keyword(statement) == "DISCARD" and _top_level_words(statement)[:2] == ["DISCARD", "ALL"]
 
 
 def _top_level_words(statement: str) -> list[str]:

@@ -16,7 +16,7 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
-from lambda_db_setup import lock, tracking
+from lambda_db_setup import execute, lock, tracking
 from lambda_db_setup.discovery import parse_file_name
 from lambda_db_setup.engine import Engine
 from lambda_db_setup.errors import MigrationFailedError, MigrationFileError
@@ -275,7 +275,7 @@ def test_all_but_the_last_commit_skip_the_wait_for_the_disk(counted, conn, migra
         create_table_migration(migrations_dir, f"{1000 + index}_t{index}", f"t{index}")
     Engine(counted, migrations_dir).up()
     batches = [query for query in CountingCursor.sent if query.startswith("BEGIN")]
-    asynchronous = ["SET LOCAL synchronous_commit = off\n;\nCOMMIT" in batch for batch in batches]
+    asynchronous = [execute.ASYNCHRONOUS in batch for batch in batches]
     assert asynchronous == [True, True, True, False]
 
 
