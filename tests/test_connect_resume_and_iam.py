@@ -83,6 +83,7 @@ def test_auth_token_is_signed_for_the_target_host_port_and_user(monkeypatch: pyt
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # one an earlier test set up keeps its own credentials
     client = boto3.client("rds")
     monkeypatch.setattr(boto3, "client", lambda service: client)
     with Stubber(client) as stubber:  # no API call is expected: any would fail the stubber
