@@ -1,7 +1,8 @@
 """How far a transaction sent in one round trip got: session-level advisory locks that a rollback keeps.
 
-Before each part of the transaction (a statement, a migration's closing, the lock check and COMMIT) the batch
-moves a marker lock from the previous part's number to this one's. Session-level advisory locks are not undone
+Before each part of the transaction (a statement, or a migration's closing; the last closing also covers the
+lock check) the batch moves a marker lock from the previous part's number to this one's; the lock check
+releases the last, so a failure with no marker held is COMMIT's. Session-level advisory locks are not undone
 by ROLLBACK, so after a failure the marker still held says which part was running. Any role may take them: no
 temporary object, no privilege. A part that released every advisory lock (``pg_advisory_unlock_all()``) also
 released the marker, so the next move finds nothing to move and takes a "lost" marker instead: the first lost
