@@ -249,7 +249,7 @@ def test_without_the_embedded_extra_the_tests_say_which_extra(
     (pytester.mkdir("shim") / "sitecustomize.py").write_text(MISSING_MODULE_SHIM)
     isolated_env.chdir(make_project(pytester))
     isolated_env.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path / "shim"), str(REPOSITORY)]))
-    result = run_inner(pytester)
+    result = run_inner(pytester, "-rN")  # no short summary: CI=true prints its lines whole, the message again
     result.assert_outcomes(errors=4)
     output = result.stdout.str()
     assert output.count("pip install 'lambda-db-setup[embedded]'") == 4  # once per test, nothing chained to it
@@ -273,7 +273,7 @@ def test_a_bad_setting_is_one_line_and_only_fails_the_tests_that_need_a_database
         pyproject.write('\nlock_timeout_ms = "soon"\n')
     (tests_dir / "test_plain.py").write_text("def test_without_a_database():\n    pass\n")
     isolated_env.chdir(tests_dir)
-    result = run_inner(pytester)
+    result = run_inner(pytester, "-rN")  # as above
     result.assert_outcomes(passed=1, errors=4)
     message = "pyproject.toml [tool.lambda_db_setup] lock_timeout_ms must be a whole number; got 'soon'"
     assert f"lambda-db-setup: {message}" in result.stdout.lines  # the header
