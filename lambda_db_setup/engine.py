@@ -141,7 +141,8 @@ class Engine:
             plan = opened.plan
             chosen = plan.gone if names is None else list(dict.fromkeys(names))
             _refuse_unforgettable(chosen, plan, self.migrations_dir)
-            rows = [row for row in plan.applied if row.name in set(chosen)]
+            wanted = set(chosen)
+            rows = [row for row in plan.applied if row.name in wanted]
             if rows and not dry_run:
                 tracking.delete_rows(opened.session.cursor, self.options.tracking, chosen)
             return rows

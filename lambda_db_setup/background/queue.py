@@ -162,6 +162,11 @@ class Job:
         return self.migration if self.ordinal == 1 else f"{self.migration}#{self.ordinal}"
 
     @property
+    def table(self) -> sql.Identifier:
+        """A backfill's table, schema-qualified."""
+        return sql.Identifier(self.schema_name, self.table_name)
+
+    @property
     def rows_per_second(self) -> float | None:
         return self.rows_done / self.busy_seconds if self.busy_seconds > 0 else None
 

@@ -159,7 +159,7 @@ class Runner:
         end = self._batch_end(job)
         self.cursor.execute(
             sql.SQL("UPDATE {table} SET {assignments} WHERE {after} AND {key} <= {end}::{type} AND ({where})").format(
-                table=sql.Identifier(job.schema_name, job.table_name),
+                table=job.table,
                 assignments=sql.SQL(job.set_sql),
                 after=_after(job),
                 key=sql.Identifier(job.key_column),
@@ -196,8 +196,8 @@ class Runner:
                 " WHERE oid = {name}::regclass) FROM {table}"
             ).format(
                 key=sql.Identifier(job.key_column),
-                table=sql.Identifier(job.schema_name, job.table_name),
-                name=sql.Literal(sql.Identifier(job.schema_name, job.table_name).as_string(self.conn)),
+                table=job.table,
+                name=sql.Literal(job.table.as_string(self.conn)),
             )
         )
         first, last, estimate = self.cursor.fetchone()
@@ -221,7 +221,7 @@ class Runner:
                 " OFFSET {offset} LIMIT 1"
             ).format(
                 key=sql.Identifier(job.key_column),
-                table=sql.Identifier(job.schema_name, job.table_name),
+                table=job.table,
                 after=_after(job),
                 last=sql.Literal(job.last_key),
                 type=sql.SQL(job.key_type),
