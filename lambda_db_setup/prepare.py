@@ -17,12 +17,12 @@ from psycopg2.sql import Composable
 from .discovery import Direction, Migration
 from .errors import IrreversibleMigrationError, MigrationFileError
 from .sqltext import (
-    Unreadable,
     copies_with_client,
     discards_session,
     excerpt,
     is_transaction_control,
     read_statements,
+    where,
 )
 
 EXCERPT = 80
@@ -78,11 +78,10 @@ def _check(migration: Migration, which: str, text: str, conn: Connection, *, in_
     try:
         text.encode(encodings.get(conn.encoding, "utf_8"))
     except UnicodeEncodeError as error:
-        at = Unreadable("", error.start)
         encoding = conn.info.parameter_status("client_encoding")
         raise refuse(
-            f"{at.where(text)}: {text[error.start]!r} cannot be sent over a connection whose encoding is {encoding}:"
-            " write it as an escape (E'\\u....') or use a UTF8 database"
+            f"{where(text, error.start)}: {text[error.start]!r} cannot be sent over a connection whose encoding is"
+            f" {encoding}: write it as an escape (E'\\u....') or use a UTF8 database"
         ) from None
     for part in statements:
         if copies_with_client(part):

@@ -146,9 +146,13 @@ class Unreadable:
     offset: int
 
     def where(self, text: str) -> str:
-        """'line L, column C' of ``offset`` in ``text``."""
-        line_start = max(text.rfind("\n", 0, self.offset), text.rfind("\r", 0, self.offset)) + 1
-        return f"line {text.count(chr(10), 0, self.offset) + 1}, column {self.offset - line_start + 1}"
+        return where(text, self.offset)
+
+
+def where(text: str, offset: int) -> str:
+    """'line L, column C' of ``offset`` in ``text``."""
+    line_start = max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
+    return f"line {text.count(chr(10), 0, offset) + 1}, column {offset - line_start + 1}"
 
 
 def unreadable(text: str) -> Unreadable | None:

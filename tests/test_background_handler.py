@@ -4,6 +4,7 @@ Secrets Manager and Step Functions are moto's, the database the embedded server.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import boto3
 import pytest
@@ -63,15 +64,21 @@ def test_a_malformed_background_event_is_refused(deployment: Deployment, event):
         handler.on_event(event, LambdaContext(60))
 
 
-def test_a_deploy_that_queues_work_starts_the_state_machine_once(deployment: Deployment, monkeypatch):
-    make_big(deployment.conn, 100)
-    write_py(deployment.migrations_dir, "1000_backfill_w2", 'pgm.backfill("big", set={"w2": "v"})')
+def a_state_machine(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    """moto's Step Functions client and a state machine the handler is told to start."""
     client = boto3.client("stepfunctions", region_name=REGION)
     role = f"arn:aws:iam::{ACCOUNT}:role/machine"
     machine = client.create_state_machine(
         name="bg", definition=json.dumps({"StartAt": "S", "States": {"S": {"Type": "Succeed"}}}), roleArn=role
     )["stateMachineArn"]
     monkeypatch.setenv("BACKGROUND_STATE_MACHINE_ARN", machine)
+    return client, machine
+
+
+def test_a_deploy_that_queues_work_starts_the_state_machine_once(deployment: Deployment, monkeypatch):
+    make_big(deployment.conn, 100)
+    write_py(deployment.migrations_dir, "1000_backfill_w2", 'pgm.backfill("big", set={"w2": "v"})')
+    client, machine = a_state_machine(monkeypatch)
     deployment.deploy(cfn_events.create())
     (first,) = client.list_executions(stateMachineArn=machine)["executions"]
     deployment.deploy(cfn_events.create())  # work still queued, the execution still running: not a second one
@@ -81,12 +88,7 @@ def test_a_deploy_that_queues_work_starts_the_state_machine_once(deployment: Dep
 
 
 def test_a_deploy_without_queued_work_or_without_a_machine_starts_nothing(deployment: Deployment, monkeypatch):
-    client = boto3.client("stepfunctions", region_name=REGION)
-    role = f"arn:aws:iam::{ACCOUNT}:role/machine"
-    machine = client.create_state_machine(
-        name="bg", definition=json.dumps({"StartAt": "S", "States": {"S": {"Type": "Succeed"}}}), roleArn=role
-    )["stateMachineArn"]
-    monkeypatch.setenv("BACKGROUND_STATE_MACHINE_ARN", machine)
+    client, machine = a_state_machine(monkeypatch)
     write_py(deployment.migrations_dir, "1000_t", 'pgm.sql("CREATE TABLE t (id int)")')
     deployment.deploy(cfn_events.create())
     assert client.list_executions(stateMachineArn=machine)["executions"] == []
@@ -114,12 +116,7 @@ def test_the_long_statement_entry_point_fails_when_a_statement_fails(deployment:
 def test_resume_through_the_cli_starts_the_state_machine_again(deployment: Deployment, database_url, monkeypatch):
     make_big(deployment.conn, 100)
     queue_backfill(deployment.migrations_dir, deployment.conn)
-    client = boto3.client("stepfunctions", region_name=REGION)
-    role = f"arn:aws:iam::{ACCOUNT}:role/machine"
-    machine = client.create_state_machine(
-        name="bg", definition=json.dumps({"StartAt": "S", "States": {"S": {"Type": "Succeed"}}}), roleArn=role
-    )["stateMachineArn"]
-    monkeypatch.setenv("BACKGROUND_STATE_MACHINE_ARN", machine)
+    client, machine = a_state_machine(monkeypatch)
     url = ["--database-url", database_url]
     assert cli.main(["background", "pause", "1000_backfill_w2", *url]) == 0
     assert client.list_executions(stateMachineArn=machine)["executions"] == []  # a pause starts nothing

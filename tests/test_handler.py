@@ -371,11 +371,9 @@ def test_missing_app_secret_fails_before_any_migration(deployment: Deployment, m
     assert not table_exists(deployment.conn, "pgmigrations")
 
 
-def test_each_invocation_reads_the_three_secrets_in_one_call(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    three_migrations(deployment.migrations_dir)
-    calls: list[list[tuple[str, list[str]]]] = []  # one list per client the handler makes
+def count_secrets_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, list[str]]]]:
+    """The handler's Secrets Manager calls from now on: one list per client it makes."""
+    calls: list[list[tuple[str, list[str]]]] = []
     make_client = handler.credentials.secrets_client
 
     def counted_client() -> Any:
@@ -384,6 +382,14 @@ def test_each_invocation_reads_the_three_secrets_in_one_call(
         return client
 
     monkeypatch.setattr(handler.credentials, "secrets_client", counted_client)
+    return calls
+
+
+def test_each_invocation_reads_the_three_secrets_in_one_call(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_migrations(deployment.migrations_dir)
+    calls = count_secrets_calls(monkeypatch)
     deployment.deploy(cfn_events.create(deployment.roles))
     arns = [deployment.admin_secret_arn, deployment.app_rw_secret_arn, deployment.app_tc_secret_arn]
     assert calls == [[("BatchGetSecretValue", arns)]] * 2  # on_event, then is_complete: one call each
@@ -775,15 +781,7 @@ def test_without_declared_roles_no_user_secret_is_read_and_no_role_touched(
     deployment: Deployment, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     three_migrations(deployment.migrations_dir)
-    calls: list[list[tuple[str, list[str]]]] = []
-    make_client = handler.credentials.secrets_client
-
-    def counted_client() -> Any:
-        client = make_client()
-        calls.append(secrets_calls(client))
-        return client
-
-    monkeypatch.setattr(handler.credentials, "secrets_client", counted_client)
+    calls = count_secrets_calls(monkeypatch)
     deployment.secrets.delete_secret(SecretId=deployment.app_rw_secret_arn, ForceDeleteWithoutRecovery=True)
     with deployment.conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_roles")
